@@ -1,0 +1,80 @@
+"""The audit log in SQL: append-only, hash-chained, with its head row."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from canaryguard.adapters.store.schema import audit_head, audit_log
+from canaryguard.domain.audit import GENESIS_HASH, AuditEntry, seal_entry
+from canaryguard.domain.canonical import canonical_json
+from canaryguard.domain.models import AuditRecord
+
+__all__ = ["SqlAuditLog"]
+
+
+class SqlAuditLog:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def append(self, entry: AuditEntry) -> AuditRecord:
+        # the write transaction already holds the head row (see SqlStore.write)
+        head = await self.head()
+        seq, prev_hash = head if head is not None else (0, GENESIS_HASH)
+        record = seal_entry(entry, seq=seq + 1, prev_hash=prev_hash)
+        await self._conn.execute(
+            audit_log.insert().values(
+                seq=record.seq,
+                time=record.time,
+                actor=record.actor,
+                action=record.action,
+                deployment=record.deployment,
+                reason=record.reason,
+                revision_before=record.revision_before,
+                revision_after=record.revision_after,
+                details=canonical_json(record.details),
+                prev_hash=record.prev_hash,
+                hash=record.hash,
+            )
+        )
+        await self._conn.execute(
+            audit_head.update().where(audit_head.c.id == 1).values(seq=record.seq, hash=record.hash)
+        )
+        return record
+
+    async def read(
+        self, *, after_seq: int = 0, deployment: str | None = None, limit: int = 1000
+    ) -> list[AuditRecord]:
+        query = (
+            sa.select(audit_log)
+            .where(audit_log.c.seq > after_seq)
+            .order_by(audit_log.c.seq)
+            .limit(limit)
+        )
+        if deployment is not None:
+            query = query.where(audit_log.c.deployment == deployment)
+        return [
+            AuditRecord(
+                seq=row["seq"],
+                time=row["time"],
+                actor=row["actor"],
+                action=row["action"],
+                deployment=row["deployment"],
+                reason=row["reason"],
+                revision_before=row["revision_before"],
+                revision_after=row["revision_after"],
+                details=json.loads(row["details"]),
+                prev_hash=row["prev_hash"],
+                hash=row["hash"],
+            )
+            for row in (await self._conn.execute(query)).mappings()
+        ]
+
+    async def head(self) -> tuple[int, str] | None:
+        query = sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+        row = (await self._conn.execute(query)).first()
+        if row is None or row.seq == 0:
+            return None
+        return int(row.seq), str(row.hash)

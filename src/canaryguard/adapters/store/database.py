@@ -1,0 +1,147 @@
+"""The SQL store: engines, transactions, and migrations applied on open.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout; write transactions start
+with ``BEGIN IMMEDIATE`` so two writers queue instead of failing on a lock upgrade. PostgreSQL
+write transactions lock the audit head row first. Either way writes are serialised, which keeps
+revisions, the event log and the audit chain in commit order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from canaryguard.adapters.store.audit import SqlAuditLog
+from canaryguard.adapters.store.deployments import SqlDeploymentRepo
+from canaryguard.adapters.store.events import SqlEventLog
+from canaryguard.adapters.store.observations import SqlObservationRepo
+from canaryguard.adapters.store.policies import SqlPolicyRepo
+from canaryguard.adapters.store.rollbacks import SqlRollbackRepo
+from canaryguard.adapters.store.schema import audit_head
+from canaryguard.adapters.store.snapshots import SqlSnapshotRepo
+
+__all__ = ["SqlStore", "SqlTransaction", "open_store"]
+
+_WRITE = "canaryguard_write"
+# an arbitrary constant: the advisory lock that keeps two processes from migrating at once
+_MIGRATION_LOCK = 0x63616E617279
+
+
+@dataclass(frozen=True)
+class SqlTransaction:
+    """The repositories of one transaction, all on the same connection."""
+
+    policies: SqlPolicyRepo
+    deployments: SqlDeploymentRepo
+    snapshots: SqlSnapshotRepo
+    rollbacks: SqlRollbackRepo
+    events: SqlEventLog
+    audit: SqlAuditLog
+    observations: SqlObservationRepo
+
+    @classmethod
+    def on(cls, conn: AsyncConnection) -> SqlTransaction:
+        return cls(
+            policies=SqlPolicyRepo(conn),
+            deployments=SqlDeploymentRepo(conn),
+            snapshots=SqlSnapshotRepo(conn),
+            rollbacks=SqlRollbackRepo(conn),
+            events=SqlEventLog(conn),
+            audit=SqlAuditLog(conn),
+            observations=SqlObservationRepo(conn),
+        )
+
+
+class SqlStore:
+    """The ``Store`` port on SQLAlchemy (async): SQLite (aiosqlite) or PostgreSQL (psycopg)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqlTransaction]:
+        async with self.engine.connect() as conn, conn.begin():
+            yield SqlTransaction.on(conn)
+
+    @asynccontextmanager
+    async def write(self, *, exclusive: bool = True) -> AsyncIterator[SqlTransaction]:
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                if exclusive and self.dialect == "postgresql":
+                    await conn.execute(
+                        sa.select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
+                    )
+                yield SqlTransaction.on(conn)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # let SQLAlchemy's "begin" hook below issue BEGIN itself (aiosqlite would defer it)
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _migrate(sync_conn: Connection) -> None:
+    if sync_conn.dialect.name == "postgresql":
+        sync_conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+    config = Config()
+    config.set_main_option("script_location", "canaryguard.adapters.store:migrations")
+    config.attributes["connection"] = sync_conn
+    command.upgrade(config, "head")
+
+
+def normalise_url(url: str) -> str:
+    """Accept the usual spellings and pick the async driver canaryguard uses for each backend."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
+
+
+async def open_store(url: str, *, pool_size: int = 10) -> SqlStore:
+    """Open (and migrate to the newest schema) the database at ``url``."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    else:
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+        )
+    store = SqlStore(engine)
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                await conn.run_sync(_migrate)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return store

@@ -1,0 +1,65 @@
+"""Deployments in SQL, with the revision check that stops a stale writer (invariant 4)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from canaryguard.adapters.store.schema import deployments
+from canaryguard.domain.errors import Conflict
+from canaryguard.domain.models import Deployment
+
+__all__ = ["SqlDeploymentRepo"]
+
+
+class SqlDeploymentRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, name: str) -> Deployment | None:
+        query = sa.select(deployments.c.body).where(deployments.c.name == name)
+        body = (await self._conn.execute(query)).scalar_one_or_none()
+        return Deployment.model_validate_json(body) if body is not None else None
+
+    async def insert(self, deployment: Deployment) -> None:
+        await self._conn.execute(
+            deployments.insert().values(
+                name=deployment.name,
+                revision=deployment.revision,
+                state=deployment.state.value,
+                updated_at=deployment.updated_at,
+                body=deployment.model_dump_json(),
+            )
+        )
+
+    async def update(self, deployment: Deployment, *, expected_revision: int) -> None:
+        if deployment.revision <= expected_revision:
+            raise ValueError("a deployment's revision must grow on every update")
+        result = await self._conn.execute(
+            deployments.update()
+            .where(
+                deployments.c.name == deployment.name,
+                deployments.c.revision == expected_revision,
+            )
+            .values(
+                revision=deployment.revision,
+                state=deployment.state.value,
+                updated_at=deployment.updated_at,
+                body=deployment.model_dump_json(),
+            )
+        )
+        if result.rowcount != 1:
+            query = sa.select(deployments.c.revision).where(deployments.c.name == deployment.name)
+            current = (await self._conn.execute(query)).scalar_one_or_none()
+            raise Conflict(
+                f"deployment {deployment.name} changed meanwhile: revision {expected_revision} "
+                f"was read, it is now {current}",
+                current_revision=current,
+            )
+
+    async def all(self) -> list[Deployment]:
+        query = sa.select(deployments.c.body).order_by(deployments.c.name)
+        return [
+            Deployment.model_validate_json(body)
+            for body in (await self._conn.execute(query)).scalars()
+        ]

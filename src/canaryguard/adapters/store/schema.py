@@ -1,0 +1,173 @@
+"""Tables of the SQL store (SQLite and PostgreSQL). Alembic migrations create them.
+
+Records whose shape is owned by the domain (deployments, rollbacks, event data) are kept whole
+as JSON text in ``body`` next to the few columns that queries filter or order on, so a new
+domain field needs no migration and the stored JSON is exactly what the model wrote.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "UTCDateTime",
+    "audit_head",
+    "audit_log",
+    "deployments",
+    "event_log",
+    "metadata",
+    "observations",
+    "policy_schemas",
+    "policy_versions",
+    "rollbacks",
+    "snapshots",
+]
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes with microseconds on every backend.
+
+    SQLite has no time zone type, and PostgreSQL returns ``timestamptz`` in the session's zone;
+    both come back here as UTC, so a value read back equals the value written.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass a UTC-aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(80), nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.UniqueConstraint("name", "content_hash", name="uq_policy_versions_hash"),
+    sa.UniqueConstraint("name", "seq", name="uq_policy_versions_seq"),
+)
+
+policy_schemas = sa.Table(
+    "policy_schemas",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("schema", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(128), nullable=False),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("revision", BigInt, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("deployment", sa.String(256), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("revision", BigInt, nullable=False),
+    sa.Column("pinned", sa.Boolean, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("deployment", "seq", name="uq_snapshots_deployment_seq"),
+)
+
+rollbacks = sa.Table(
+    "rollbacks",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("deployment", sa.String(256), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("duration_ms", sa.Float, nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+event_log = sa.Table(
+    "event_log",
+    metadata,
+    sa.Column("seq", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("deployment", sa.String(256), nullable=True, index=True),
+    sa.Column("type", sa.String(96), nullable=False),
+    sa.Column("time", UTCDateTime, nullable=False),
+    sa.Column("revision", BigInt, nullable=True),
+    sa.Column("data", sa.Text, nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", BigInt, primary_key=True, autoincrement=False),
+    sa.Column("time", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("deployment", sa.String(256), nullable=True, index=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("revision_before", BigInt, nullable=True),
+    sa.Column("revision_after", BigInt, nullable=True),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(80), nullable=False),
+    sa.Column("hash", sa.String(80), nullable=False),
+)
+
+# One row: the last audit record's seq and hash. Every write transaction locks it first, which
+# serialises writers (so event and audit order is commit order) and lets verify catch a log
+# whose tail was cut off.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", BigInt, nullable=False),
+    sa.Column("hash", sa.String(80), nullable=False),
+)
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("deployment", sa.String(256), primary_key=True),
+    sa.Column("variant", sa.String(16), primary_key=True),
+    sa.Column("second", BigInt, primary_key=True, autoincrement=False),
+    sa.Column("requests", BigInt, nullable=False),
+    sa.Column("errors", BigInt, nullable=False),
+    sa.Column("latency_sum_ms", sa.Float, nullable=False),
+    sa.Column("latency_max_ms", sa.Float, nullable=False),
+)

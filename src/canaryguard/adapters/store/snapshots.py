@@ -1,0 +1,101 @@
+"""Sealed snapshots in SQL: a clear-text index and the encrypted body."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from canaryguard.adapters.store.schema import snapshots
+from canaryguard.domain.models import SnapshotInfo, SnapshotKind
+from canaryguard.engine.ports import SealedSnapshot
+
+__all__ = ["SqlSnapshotRepo"]
+
+_INFO_COLUMNS = (
+    snapshots.c.id,
+    snapshots.c.deployment,
+    snapshots.c.seq,
+    snapshots.c.created_at,
+    snapshots.c.kind,
+    snapshots.c.revision,
+    snapshots.c.pinned,
+    snapshots.c.key_id,
+)
+
+
+def _info(row: RowMapping) -> SnapshotInfo:
+    return SnapshotInfo(
+        id=row["id"],
+        deployment=row["deployment"],
+        seq=row["seq"],
+        created_at=row["created_at"],
+        kind=SnapshotKind(row["kind"]),
+        revision=row["revision"],
+        pinned=bool(row["pinned"]),
+        key_id=row["key_id"],
+    )
+
+
+class SqlSnapshotRepo:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def insert(self, sealed: SealedSnapshot) -> None:
+        info = sealed.info
+        await self._conn.execute(
+            snapshots.insert().values(
+                id=info.id,
+                deployment=info.deployment,
+                seq=info.seq,
+                created_at=info.created_at,
+                kind=info.kind.value,
+                revision=info.revision,
+                pinned=info.pinned,
+                key_id=info.key_id,
+                blob=sealed.blob,
+            )
+        )
+
+    async def get(self, snapshot_id: str) -> SealedSnapshot | None:
+        query = sa.select(*_INFO_COLUMNS, snapshots.c.blob).where(snapshots.c.id == snapshot_id)
+        row = (await self._conn.execute(query)).mappings().first()
+        return SealedSnapshot(info=_info(row), blob=bytes(row["blob"])) if row is not None else None
+
+    async def of_deployment(self, deployment: str) -> list[SnapshotInfo]:
+        query = (
+            sa.select(*_INFO_COLUMNS)
+            .where(snapshots.c.deployment == deployment)
+            .order_by(snapshots.c.seq)
+        )
+        return [_info(row) for row in (await self._conn.execute(query)).mappings()]
+
+    async def next_seq(self, deployment: str) -> int:
+        query = sa.select(sa.func.max(snapshots.c.seq)).where(snapshots.c.deployment == deployment)
+        current = (await self._conn.execute(query)).scalar_one_or_none()
+        return (current or 0) + 1
+
+    async def delete(self, snapshot_ids: Sequence[str]) -> None:
+        if snapshot_ids:
+            await self._conn.execute(snapshots.delete().where(snapshots.c.id.in_(snapshot_ids)))
+
+    async def set_pinned(self, snapshot_id: str, *, pinned: bool) -> None:
+        await self._conn.execute(
+            snapshots.update().where(snapshots.c.id == snapshot_id).values(pinned=pinned)
+        )
+
+    async def replace_blob(self, snapshot_id: str, *, key_id: str, blob: bytes) -> None:
+        await self._conn.execute(
+            snapshots.update().where(snapshots.c.id == snapshot_id).values(key_id=key_id, blob=blob)
+        )
+
+    async def ids_not_under(self, key_id: str, *, limit: int) -> list[str]:
+        query = (
+            sa.select(snapshots.c.id)
+            .where(snapshots.c.key_id != key_id)
+            .order_by(snapshots.c.id)
+            .limit(limit)
+        )
+        return list((await self._conn.execute(query)).scalars())

@@ -1,0 +1,64 @@
+"""Canonical JSON and content hashes.
+
+A policy version's identity is the sha256 of its canonical JSON: keys sorted, no insignificant
+white space, UTF-8, no NaN or infinities. Two documents with the same meaning (key order, spacing,
+source format) therefore get the same hash, which is what makes publishing idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from canaryguard.domain.errors import InvalidInput
+
+__all__ = ["JsonObject", "canonical_json", "check_json_compatible", "content_hash"]
+
+JsonObject = dict[str, Any]
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise ``value`` the one canonical way (sorted keys, compact, UTF-8, finite numbers)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def content_hash(document: JsonObject) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``document``."""
+    digest = hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    return f"sha256:{digest}"
+
+
+def check_json_compatible(value: Any, path: str = "") -> None:
+    """Refuse anything JSON cannot carry exactly, naming where it is.
+
+    YAML and TOML parse dates, times and non-string keys that JSON has no form for; silently
+    turning them into strings would make the hash depend on the parser, so they are refused.
+    """
+    if value is None or isinstance(value, bool | str | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"{path or '/'}: {value} is not a finite number")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(f"{path or '/'}: key {key!r} is not a string")
+            check_json_compatible(item, f"{path}/{_escape(key)}")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_json_compatible(item, f"{path}/{index}")
+        return
+    raise InvalidInput(
+        f"{path or '/'}: a {type(value).__name__} value has no JSON form; quote it as a string"
+    )
+
+
+def _escape(key: str) -> str:
+    """JSON Pointer escaping (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")

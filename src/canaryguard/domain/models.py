@@ -1,0 +1,331 @@
+"""The domain's records: policies, deployments, rollback configuration, snapshots, rollbacks,
+metrics and audit entries. Immutable pydantic models with a stable JSON form."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from itertools import pairwise
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from canaryguard.domain.assignment import Split
+
+__all__ = [
+    "AlertLevel",
+    "AuditRecord",
+    "Deployment",
+    "DeploymentState",
+    "MetricsSummary",
+    "PolicyDocument",
+    "PolicyRef",
+    "PolicyVersion",
+    "RollbackAlert",
+    "RollbackConfig",
+    "RollbackKind",
+    "RollbackMetrics",
+    "RollbackMode",
+    "RollbackRecord",
+    "RollbackStage",
+    "RollbackStatus",
+    "Snapshot",
+    "SnapshotInfo",
+    "SnapshotKind",
+    "StagedRollbackConfig",
+    "SuccessCriterion",
+    "VariantMetrics",
+]
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeploymentState(StrEnum):
+    """Where a deployment is in its life; the transition table is in ``domain.states``."""
+
+    IDLE = "idle"
+    VALIDATING = "validating"
+    CANARY_ACTIVE = "canary_active"
+    SCALING = "scaling"
+    FULLY_DEPLOYED = "fully_deployed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+class PolicyRef(_Frozen):
+    """One version of one policy, pinned by its content hash."""
+
+    name: str
+    version: str
+    content_hash: str
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class PolicyVersion(_Frozen):
+    """An immutable, published version of a policy document."""
+
+    name: str
+    version: str
+    seq: int = Field(ge=1, description="1 for the first version of this policy, then +1")
+    content_hash: str
+    document: dict[str, Any]
+    description: str = ""
+    created_at: AwareDatetime
+    created_by: str
+
+    @property
+    def ref(self) -> PolicyRef:
+        return PolicyRef(name=self.name, version=self.version, content_hash=self.content_hash)
+
+
+class SuccessCriterion(_Frozen):
+    """A check a rollback stage must pass before the next one (used by staged rollback)."""
+
+    metric: Literal["error_rate", "mean_latency_ms", "max_latency_ms"]
+    max_value: float = Field(ge=0)
+
+
+class RollbackStage(_Frozen):
+    """One step of a staged rollback: bring the canary share down to ``target_percentage``."""
+
+    name: str = Field(min_length=1, max_length=64)
+    target_percentage: Percent
+    max_duration_seconds: float = Field(default=300, gt=0, le=86_400)
+    success_criteria: tuple[SuccessCriterion, ...] = ()
+
+
+def _default_stages() -> tuple[RollbackStage, ...]:
+    return (
+        RollbackStage(name="half", target_percentage=50),
+        RollbackStage(name="quarter", target_percentage=25),
+        RollbackStage(name="tenth", target_percentage=10),
+        RollbackStage(name="stable", target_percentage=0),
+    )
+
+
+class StagedRollbackConfig(_Frozen):
+    """How a staged rollback walks traffic back; stages above the current share are skipped."""
+
+    stages: tuple[RollbackStage, ...] = Field(default_factory=_default_stages, min_length=1)
+    stage_interval_seconds: float = Field(default=30, ge=0, le=3_600)
+    evaluate_between_stages: bool = True
+
+    @model_validator(mode="after")
+    def _stages_descend_to_zero(self) -> StagedRollbackConfig:
+        targets = [stage.target_percentage for stage in self.stages]
+        if any(later >= earlier for earlier, later in pairwise(targets)):
+            raise ValueError(f"stage targets must strictly decrease, got {targets}")
+        if targets[-1] != 0:
+            raise ValueError("the last stage must bring the canary share to 0 %")
+        return self
+
+
+class RollbackConfig(_Frozen):
+    """Per-deployment rollback settings, changeable at run time."""
+
+    auto_rollback_enabled: bool = True
+    error_rate_threshold: float = Field(default=0.05, gt=0, le=1)
+    response_time_threshold_ms: float = Field(default=1_000, gt=0, le=600_000)
+    evaluation_window_minutes: float = Field(default=5, gt=0, le=1_440)
+    staged_rollback: StagedRollbackConfig = Field(default_factory=StagedRollbackConfig)
+    max_snapshots: int = Field(default=50, ge=1, le=10_000)
+    confirmation_timeout_seconds: float = Field(default=300, gt=0, le=86_400)
+
+
+class Deployment(_Frozen):
+    """One rollout target: who gets which policy version, in which state, at which revision."""
+
+    name: str
+    revision: int = Field(ge=1)
+    state: DeploymentState
+    state_reason: str | None = None
+    state_since: AwareDatetime
+    stable: PolicyRef
+    canary: PolicyRef | None = None
+    split: Split
+    config: RollbackConfig = Field(default_factory=RollbackConfig)
+    baseline_snapshot_id: str | None = Field(
+        default=None,
+        description="the snapshot taken when the current (or last promoted) canary started: "
+        "what a rollback without a target returns to",
+    )
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class VariantMetrics(_Frozen):
+    """What the store knows of one variant's outcomes over a window."""
+
+    requests: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    latency_sum_ms: float = Field(default=0, ge=0)
+    latency_max_ms: float = Field(default=0, ge=0)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def success_rate(self) -> float:
+        return 1.0 - self.error_rate if self.requests else 1.0
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return self.latency_sum_ms / self.requests if self.requests else 0.0
+
+
+class MetricsSummary(_Frozen):
+    """Both variants' outcomes over the evaluation window ending at ``until``."""
+
+    window_seconds: float = Field(ge=0)
+    until: AwareDatetime
+    stable: VariantMetrics = Field(default_factory=VariantMetrics)
+    canary: VariantMetrics = Field(default_factory=VariantMetrics)
+
+
+class SnapshotKind(StrEnum):
+    """Why a snapshot was taken; automatic ones capture the state just before the change."""
+
+    BEFORE_CANARY = "before_canary"
+    BEFORE_PROMOTION = "before_promotion"
+    BEFORE_ABORT = "before_abort"
+    BEFORE_ROLLBACK = "before_rollback"
+    MANUAL = "manual"
+
+
+class PolicyDocument(_Frozen):
+    """A policy version in full, as a snapshot keeps it."""
+
+    ref: PolicyRef
+    document: dict[str, Any]
+
+
+class Snapshot(_Frozen):
+    """The complete state of a deployment at one instant. Stored encrypted; restorable exactly."""
+
+    id: str
+    deployment: str
+    created_at: AwareDatetime
+    kind: SnapshotKind
+    actor: str
+    note: str = ""
+    revision: int
+    state: DeploymentState
+    state_reason: str | None = None
+    state_since: AwareDatetime
+    stable: PolicyDocument
+    canary: PolicyDocument | None = None
+    split: Split
+    config: RollbackConfig
+    baseline_snapshot_id: str | None = None
+    metrics: MetricsSummary
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class SnapshotInfo(_Frozen):
+    """The clear-text index entry of a snapshot: enough to list and retain without a key."""
+
+    id: str
+    deployment: str
+    seq: int
+    created_at: AwareDatetime
+    kind: SnapshotKind
+    revision: int
+    pinned: bool
+    key_id: str
+
+
+class RollbackKind(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class RollbackMode(StrEnum):
+    IMMEDIATE = "immediate"
+    STAGED = "staged"
+
+
+class RollbackStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (RollbackStatus.PENDING, RollbackStatus.RUNNING)
+
+
+class RollbackRecord(_Frozen):
+    """One rollback operation, from request to outcome."""
+
+    id: str
+    deployment: str
+    kind: RollbackKind
+    mode: RollbackMode
+    status: RollbackStatus
+    target_snapshot_id: str
+    pre_snapshot_id: str | None = None
+    reason: str
+    actor: str
+    created_at: AwareDatetime
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    duration_ms: float | None = None
+    revision_before: int
+    revision_after: int | None = None
+    error: str | None = None
+    partial_completion: float = Field(default=0.0, ge=0, le=1)
+    trigger_metrics: MetricsSummary | None = None
+
+
+class RollbackMetrics(_Frozen):
+    """The spec's rollback metrics, for one deployment or for all."""
+
+    total_rollbacks: int = 0
+    auto_rollbacks: int = 0
+    manual_rollbacks: int = 0
+    successful_rollbacks: int = 0
+    failed_rollbacks: int = 0
+    avg_rollback_duration_ms: float | None = None
+    last_rollback_time: datetime | None = None
+
+
+class AlertLevel(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    EMERGENCY = "emergency"
+
+
+class RollbackAlert(_Frozen):
+    level: AlertLevel
+    message: str
+    timestamp: AwareDatetime
+    deployment_id: str
+    metrics: MetricsSummary | None = None
+
+
+class AuditRecord(_Frozen):
+    """One entry of the append-only, hash-chained audit log."""
+
+    seq: int = Field(ge=1)
+    time: AwareDatetime
+    actor: str
+    action: str
+    deployment: str | None = None
+    reason: str | None = None
+    revision_before: int | None = None
+    revision_after: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str

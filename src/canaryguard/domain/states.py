@@ -1,0 +1,66 @@
+"""The deployment state machine: one explicit table of which action each state allows.
+
+The state an action leads to follows from the deployment it produces (see ``domain.rollout``):
+a canary at 0 % is ``validating`` (only groups forced onto the canary get it), above 0 % it is
+``canary_active``; a rollback that restores a state with a canary returns to that canary's state,
+otherwise to ``rolled_back``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from canaryguard.domain.errors import IllegalTransition
+from canaryguard.domain.models import DeploymentState
+
+__all__ = ["CANARY_STATES", "TRANSITIONS", "Action", "check_transition", "state_for_canary"]
+
+S = DeploymentState
+
+
+class Action(StrEnum):
+    START_CANARY = "start_canary"
+    SET_SPLIT = "change_split"
+    BEGIN_SCALING = "begin_scaling"
+    FINISH_SCALING = "finish_scaling"
+    PROMOTE = "promote"
+    ABORT = "abort"
+    ROLLBACK = "roll_back"
+    BEGIN_STAGED_ROLLBACK = "begin_staged_rollback"
+    ROLLBACK_STEP = "step_rollback"
+    FAIL = "fail"
+    CONFIGURE = "configure"
+    SNAPSHOT = "snapshot"
+
+
+_AT_REST = frozenset({S.IDLE, S.FULLY_DEPLOYED, S.ROLLED_BACK, S.FAILED})
+CANARY_STATES = frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING, S.ROLLING_BACK})
+_ANY = frozenset(S)
+
+TRANSITIONS: dict[Action, frozenset[DeploymentState]] = {
+    # which states each action may start from
+    Action.START_CANARY: _AT_REST,
+    Action.SET_SPLIT: frozenset({S.VALIDATING, S.CANARY_ACTIVE}),
+    Action.BEGIN_SCALING: frozenset({S.CANARY_ACTIVE}),
+    Action.FINISH_SCALING: frozenset({S.SCALING}),
+    Action.PROMOTE: frozenset({S.VALIDATING, S.CANARY_ACTIVE}),
+    Action.ABORT: frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING}),
+    # an immediate rollback may interrupt anything, a staged one included: it is the way out
+    Action.ROLLBACK: _ANY,
+    Action.BEGIN_STAGED_ROLLBACK: frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING}),
+    Action.ROLLBACK_STEP: frozenset({S.ROLLING_BACK}),
+    Action.FAIL: frozenset({S.ROLLING_BACK, S.SCALING, S.VALIDATING, S.CANARY_ACTIVE}),
+    Action.CONFIGURE: _ANY,
+    Action.SNAPSHOT: _ANY,
+}
+
+
+def check_transition(state: DeploymentState, action: Action) -> None:
+    """Refuse ``action`` in ``state`` with an error naming both."""
+    if state not in TRANSITIONS[action]:
+        raise IllegalTransition(state.value, action.value)
+
+
+def state_for_canary(canary_basis_points: int) -> DeploymentState:
+    """A canary without traffic is being validated; with traffic it is active."""
+    return S.CANARY_ACTIVE if canary_basis_points > 0 else S.VALIDATING

@@ -1,0 +1,47 @@
+"""The application object: every engine service over one set of ports."""
+
+from __future__ import annotations
+
+from canaryguard.engine.audit import AuditService
+from canaryguard.engine.deployments import DeploymentService
+from canaryguard.engine.events import EventFeed
+from canaryguard.engine.observations import ObservationService
+from canaryguard.engine.policies import PolicyService
+from canaryguard.engine.rollback import RollbackManager
+from canaryguard.engine.snapshots import SnapshotService
+from canaryguard.engine.unit import Ports, unit_of_work
+
+__all__ = ["CanaryGuard"]
+
+
+class CanaryGuard:
+    """canaryguard as a library: policies, deployments, snapshots, rollbacks, events, audit.
+
+    Build one with :func:`canaryguard.open_canaryguard` (or ``CanaryGuard(ports)`` with your
+    own adapters) and ``await close()`` it when done.
+    """
+
+    def __init__(self, ports: Ports) -> None:
+        self.ports = ports
+        self.policies = PolicyService(ports)
+        self.snapshots = SnapshotService(ports)
+        self.deployments = DeploymentService(ports, self.snapshots)
+        self.rollbacks = RollbackManager(ports, self.snapshots)
+        self.audit = AuditService(ports)
+        self.events = EventFeed(ports)
+        self.observations = ObservationService(ports)
+        self.notices: list[str] = []
+
+    async def rotate_keys(self, *, actor: str) -> tuple[str, int]:
+        """Make a new primary key and re-encrypt every snapshot with it.
+
+        Returns the new key id and how many snapshots were re-encrypted.
+        """
+        key_id = self.ports.keys.rotate()
+        async with unit_of_work(self.ports, actor) as unit:
+            await unit.audit("keys.rotate", details={"key_id": key_id})
+        count = await self.snapshots.reencrypt(actor=actor)
+        return key_id, count
+
+    async def close(self) -> None:
+        await self.ports.store.close()

@@ -1,0 +1,64 @@
+"""Following the event log: stored events first, then live ones, with nothing missed.
+
+A follower subscribes to the bus *before* reading the log, so an event committed in between is
+seen at least once; duplicates are dropped by sequence number. When the bus dropped events for a
+slow follower, it reads them back from the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from canaryguard.domain.events import EventRecord
+from canaryguard.engine.unit import Ports
+
+__all__ = ["EventFeed"]
+
+_PAGE = 500
+
+
+class EventFeed:
+    def __init__(self, ports: Ports) -> None:
+        self._ports = ports
+
+    async def read(
+        self, *, after_seq: int = 0, deployment: str | None = None, limit: int = _PAGE
+    ) -> list[EventRecord]:
+        async with self._ports.store.read() as tx:
+            return await tx.events.read(after_seq=after_seq, deployment=deployment, limit=limit)
+
+    async def _catch_up(self, after_seq: int, deployment: str | None) -> AsyncIterator[EventRecord]:
+        while True:
+            page = await self.read(after_seq=after_seq, deployment=deployment)
+            for record in page:
+                yield record
+            if len(page) < _PAGE:
+                return
+            after_seq = page[-1].seq
+
+    async def follow(
+        self, *, after_seq: int = 0, deployment: str | None = None
+    ) -> AsyncIterator[EventRecord]:
+        """Every event after ``after_seq`` (for ``deployment`` only, if given), forever."""
+        subscription = self._ports.bus.subscribe()
+        last = after_seq
+        try:
+            async for record in self._catch_up(last, deployment):
+                last = record.seq
+                yield record
+            seen_drops = subscription.dropped
+            while True:
+                record = await subscription.get()
+                if subscription.dropped != seen_drops:
+                    seen_drops = subscription.dropped
+                    async for missed in self._catch_up(last, deployment):
+                        last = missed.seq
+                        yield missed
+                if record.seq <= last:
+                    continue
+                if deployment is not None and record.deployment != deployment:
+                    continue
+                last = record.seq
+                yield record
+        finally:
+            subscription.close()

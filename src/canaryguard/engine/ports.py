@@ -1,0 +1,225 @@
+"""Ports: what the engine needs from the outside world, as ``typing.Protocol``s.
+
+The composition root (``canaryguard.wiring``) fills them with adapters; tests may fill them with
+their own. The engine never imports an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from canaryguard.domain.assignment import Variant
+from canaryguard.domain.audit import AuditEntry
+from canaryguard.domain.events import Event, EventRecord
+from canaryguard.domain.models import (
+    AuditRecord,
+    Deployment,
+    PolicyVersion,
+    RollbackMetrics,
+    RollbackRecord,
+    SnapshotInfo,
+    VariantMetrics,
+)
+
+__all__ = [
+    "AuditLog",
+    "Clock",
+    "DeploymentRepo",
+    "EventBus",
+    "EventLog",
+    "KeyRing",
+    "ObservationRepo",
+    "PolicyRepo",
+    "RollbackRepo",
+    "SealedSnapshot",
+    "SnapshotRepo",
+    "Store",
+    "Subscription",
+    "Transaction",
+]
+
+
+class Clock(Protocol):
+    """Time, injected so that tests and replays can run on simulated time."""
+
+    def now(self) -> datetime:
+        """The current UTC time (timezone-aware)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back, for durations."""
+        ...
+
+
+class KeyRing(Protocol):
+    """Authenticated encryption with a key ring: new data under the primary key, old keys kept."""
+
+    @property
+    def primary_key_id(self) -> str: ...
+
+    def encrypt(self, plaintext: bytes, *, associated_data: bytes) -> tuple[str, bytes]:
+        """Encrypt under the primary key; returns (key id, sealed blob)."""
+        ...
+
+    def decrypt(self, key_id: str, blob: bytes, *, associated_data: bytes) -> bytes:
+        """Open a sealed blob; raises ``IntegrityError`` for a tampered, foreign or unkeyed one."""
+        ...
+
+    def rotate(self) -> str:
+        """Make a new primary key (old ones stay for decryption); returns its id."""
+        ...
+
+
+@dataclass(frozen=True)
+class SealedSnapshot:
+    """A snapshot as stored: the clear-text index and the encrypted body."""
+
+    info: SnapshotInfo
+    blob: bytes
+
+
+class PolicyRepo(Protocol):
+    async def get(self, name: str, version: str) -> PolicyVersion | None: ...
+    async def find_by_hash(self, name: str, content_hash: str) -> PolicyVersion | None: ...
+    async def latest(self, name: str) -> PolicyVersion | None: ...
+    async def insert(self, version: PolicyVersion) -> None: ...
+    async def versions(self, name: str) -> list[PolicyVersion]: ...
+    async def names(self) -> list[str]: ...
+    async def get_schema(self, name: str) -> dict[str, Any] | None: ...
+    async def set_schema(
+        self, name: str, schema: dict[str, Any], *, now: datetime, actor: str
+    ) -> None: ...
+
+
+class DeploymentRepo(Protocol):
+    async def get(self, name: str) -> Deployment | None: ...
+    async def insert(self, deployment: Deployment) -> None: ...
+
+    async def update(self, deployment: Deployment, *, expected_revision: int) -> None:
+        """Write ``deployment`` if the stored revision is still ``expected_revision``, else
+        raise ``Conflict`` (invariant 4: no silent overwrite)."""
+        ...
+
+    async def all(self) -> list[Deployment]: ...
+
+
+class SnapshotRepo(Protocol):
+    async def insert(self, sealed: SealedSnapshot) -> None: ...
+    async def get(self, snapshot_id: str) -> SealedSnapshot | None: ...
+    async def of_deployment(self, deployment: str) -> list[SnapshotInfo]: ...
+    async def next_seq(self, deployment: str) -> int: ...
+    async def delete(self, snapshot_ids: Sequence[str]) -> None: ...
+    async def set_pinned(self, snapshot_id: str, *, pinned: bool) -> None: ...
+    async def replace_blob(self, snapshot_id: str, *, key_id: str, blob: bytes) -> None: ...
+    async def ids_not_under(self, key_id: str, *, limit: int) -> list[str]: ...
+
+
+class RollbackRepo(Protocol):
+    async def insert(self, record: RollbackRecord) -> None: ...
+    async def update(self, record: RollbackRecord) -> None: ...
+    async def get(self, rollback_id: str) -> RollbackRecord | None: ...
+    async def find(
+        self, *, deployment: str | None = None, limit: int = 100
+    ) -> list[RollbackRecord]: ...
+    async def open_for(self, deployment: str) -> list[RollbackRecord]: ...
+    async def metrics(self, *, deployment: str | None = None) -> RollbackMetrics: ...
+
+
+class EventLog(Protocol):
+    async def append(
+        self, event: Event, *, deployment: str | None, revision: int | None, time: datetime
+    ) -> EventRecord: ...
+
+    async def read(
+        self, *, after_seq: int = 0, deployment: str | None = None, limit: int = 1000
+    ) -> list[EventRecord]: ...
+
+
+class AuditLog(Protocol):
+    async def append(self, entry: AuditEntry) -> AuditRecord:
+        """Chain ``entry`` after the current head and move the head; never updates a record."""
+        ...
+
+    async def read(
+        self, *, after_seq: int = 0, deployment: str | None = None, limit: int = 1000
+    ) -> list[AuditRecord]: ...
+
+    async def head(self) -> tuple[int, str] | None: ...
+
+
+class ObservationRepo(Protocol):
+    async def add(
+        self,
+        deployment: str,
+        variant: Variant,
+        *,
+        second: int,
+        requests: int,
+        errors: int,
+        latency_sum_ms: float,
+        latency_max_ms: float,
+    ) -> None:
+        """Merge one per-second aggregate into the rollup (adds counts, keeps the maximum)."""
+        ...
+
+    async def summarize(
+        self, deployment: str, *, since_second: int, until_second: int
+    ) -> dict[Variant, VariantMetrics]: ...
+
+
+class Transaction(Protocol):
+    """One database transaction, with a repository per kind of record."""
+
+    @property
+    def policies(self) -> PolicyRepo: ...
+    @property
+    def deployments(self) -> DeploymentRepo: ...
+    @property
+    def snapshots(self) -> SnapshotRepo: ...
+    @property
+    def rollbacks(self) -> RollbackRepo: ...
+    @property
+    def events(self) -> EventLog: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def observations(self) -> ObservationRepo: ...
+
+
+class Store(Protocol):
+    """Transactions. Write transactions are serialised, so event and audit order is commit order."""
+
+    def read(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+    def write(self, *, exclusive: bool = True) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction; ``exclusive`` ones (every audited change) run one at a time.
+
+        Telemetry (observations) writes with ``exclusive=False`` and so never waits behind, or
+        holds up, a rollback."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Subscription(Protocol):
+    """A bounded queue of published events; overflow is dropped and counted, never blocking."""
+
+    @property
+    def dropped(self) -> int: ...
+    async def get(self) -> EventRecord: ...
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    def publish(self, records: Sequence[EventRecord]) -> None:
+        """Hand committed events to every subscriber without waiting for any of them."""
+        ...
+
+    def subscribe(self, *, maxsize: int = 1024) -> Subscription: ...
+
+    @property
+    def dropped_total(self) -> int: ...

@@ -1,0 +1,275 @@
+"""Snapshots: capture, seal (encrypt), retain, read back, diff, re-encrypt."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection, Mapping
+from datetime import datetime
+
+from canaryguard.domain.assignment import Variant
+from canaryguard.domain.diff import Change, diff_values
+from canaryguard.domain.errors import IntegrityError, InvalidInput, NotFound
+from canaryguard.domain.events import SnapshotCreated
+from canaryguard.domain.models import (
+    Deployment,
+    MetricsSummary,
+    PolicyDocument,
+    PolicyRef,
+    Snapshot,
+    SnapshotInfo,
+    SnapshotKind,
+    VariantMetrics,
+)
+from canaryguard.domain.retention import snapshots_to_drop
+from canaryguard.engine.ports import SealedSnapshot, Transaction
+from canaryguard.engine.unit import Ports, Unit, check_text, new_id, unit_of_work
+
+__all__ = ["SnapshotService", "metrics_summary"]
+
+MAX_METADATA_ENTRIES = 64
+REENCRYPT_BATCH = 200
+
+
+def _associated_data(snapshot_id: str, deployment: str) -> bytes:
+    # binds the ciphertext to its record: a blob copied onto another snapshot does not open
+    return f"canaryguard/snapshot/v1\x00{snapshot_id}\x00{deployment}".encode()
+
+
+async def metrics_summary(tx: Transaction, deployment: Deployment, now: datetime) -> MetricsSummary:
+    """What the store knows of both variants over the deployment's evaluation window."""
+    window = deployment.config.evaluation_window_minutes * 60
+    until = int(now.timestamp())
+    since = until - int(window) + 1
+    by_variant = await tx.observations.summarize(
+        deployment.name, since_second=since, until_second=until
+    )
+    return MetricsSummary(
+        window_seconds=window,
+        until=now,
+        stable=by_variant.get(Variant.STABLE, VariantMetrics()),
+        canary=by_variant.get(Variant.CANARY, VariantMetrics()),
+    )
+
+
+async def _document(tx: Transaction, ref: PolicyRef) -> PolicyDocument:
+    version = await tx.policies.get(ref.name, ref.version)
+    if version is None or version.content_hash != ref.content_hash:
+        raise IntegrityError(f"policy {ref} is missing or its content changed ({ref.content_hash})")
+    return PolicyDocument(ref=ref, document=version.document)
+
+
+class SnapshotService:
+    """Every state a deployment had, kept encrypted and restorable exactly."""
+
+    def __init__(self, ports: Ports) -> None:
+        self._ports = ports
+
+    # -- sealing ---------------------------------------------------------------------------
+    def seal(self, snapshot: Snapshot, *, seq: int, pinned: bool) -> SealedSnapshot:
+        key_id, blob = self._ports.keys.encrypt(
+            snapshot.model_dump_json().encode(),
+            associated_data=_associated_data(snapshot.id, snapshot.deployment),
+        )
+        info = SnapshotInfo(
+            id=snapshot.id,
+            deployment=snapshot.deployment,
+            seq=seq,
+            created_at=snapshot.created_at,
+            kind=snapshot.kind,
+            revision=snapshot.revision,
+            pinned=pinned,
+            key_id=key_id,
+        )
+        return SealedSnapshot(info=info, blob=blob)
+
+    def unseal(self, sealed: SealedSnapshot) -> Snapshot:
+        info = sealed.info
+        try:
+            plaintext = self._ports.keys.decrypt(
+                info.key_id, sealed.blob, associated_data=_associated_data(info.id, info.deployment)
+            )
+        except IntegrityError as exc:
+            raise IntegrityError(f"snapshot {info.id} of {info.deployment}: {exc}") from exc
+        snapshot = Snapshot.model_validate_json(plaintext)
+        if snapshot.id != info.id or snapshot.deployment != info.deployment:
+            raise IntegrityError(f"snapshot {info.id} holds the body of another snapshot")
+        return snapshot
+
+    # -- capture ---------------------------------------------------------------------------
+    async def capture(
+        self,
+        unit: Unit,
+        deployment: Deployment,
+        *,
+        kind: SnapshotKind,
+        note: str = "",
+        pinned: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        protect: Collection[str] = (),
+    ) -> Snapshot:
+        """Save ``deployment`` as it is, inside ``unit``'s transaction, then apply retention."""
+        tx = unit.tx
+        snapshot = Snapshot(
+            id=new_id("snap"),
+            deployment=deployment.name,
+            created_at=unit.now,
+            kind=kind,
+            actor=unit.actor,
+            note=note,
+            revision=deployment.revision,
+            state=deployment.state,
+            state_reason=deployment.state_reason,
+            state_since=deployment.state_since,
+            stable=await _document(tx, deployment.stable),
+            canary=await _document(tx, deployment.canary)
+            if deployment.canary is not None
+            else None,
+            split=deployment.split,
+            config=deployment.config,
+            baseline_snapshot_id=deployment.baseline_snapshot_id,
+            metrics=await metrics_summary(tx, deployment, unit.now),
+            metadata=dict(metadata or {}),
+        )
+        seq = await tx.snapshots.next_seq(deployment.name)
+        await tx.snapshots.insert(self.seal(snapshot, seq=seq, pinned=pinned))
+        await unit.emit(
+            SnapshotCreated(snapshot_id=snapshot.id, kind=kind, pinned=pinned),
+            deployment=deployment.name,
+            revision=deployment.revision,
+        )
+        await self._retain(tx, deployment, protect={snapshot.id, *protect})
+        return snapshot
+
+    async def _retain(
+        self, tx: Transaction, deployment: Deployment, *, protect: Collection[str]
+    ) -> None:
+        protected = set(protect)
+        if deployment.baseline_snapshot_id is not None:
+            protected.add(deployment.baseline_snapshot_id)
+        for rollback in await tx.rollbacks.open_for(deployment.name):
+            protected.add(rollback.target_snapshot_id)
+            if rollback.pre_snapshot_id is not None:
+                protected.add(rollback.pre_snapshot_id)
+        infos = await tx.snapshots.of_deployment(deployment.name)
+        dropped = snapshots_to_drop(
+            infos, keep=deployment.config.max_snapshots, protected=protected
+        )
+        await tx.snapshots.delete(dropped)
+
+    async def create(
+        self,
+        deployment: str,
+        *,
+        actor: str,
+        note: str = "",
+        pinned: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Snapshot:
+        """Take a snapshot on demand."""
+        note = check_text(note, "the note")
+        checked = _check_metadata(metadata or {})
+        async with unit_of_work(self._ports, actor) as unit:
+            current = await unit.tx.deployments.get(deployment)
+            if current is None:
+                raise NotFound(f"no deployment named {deployment!r}")
+            snapshot = await self.capture(
+                unit, current, kind=SnapshotKind.MANUAL, note=note, pinned=pinned, metadata=checked
+            )
+            await unit.audit(
+                "snapshot.create",
+                deployment=deployment,
+                reason=note or None,
+                revision_before=current.revision,
+                details={"snapshot_id": snapshot.id, "pinned": pinned},
+            )
+        return snapshot
+
+    async def set_pinned(self, snapshot_id: str, *, pinned: bool, actor: str) -> SnapshotInfo:
+        """Pin (retention never drops it) or unpin a snapshot."""
+        async with unit_of_work(self._ports, actor) as unit:
+            sealed = await unit.tx.snapshots.get(snapshot_id)
+            if sealed is None:
+                raise NotFound(f"no snapshot {snapshot_id!r}")
+            await unit.tx.snapshots.set_pinned(snapshot_id, pinned=pinned)
+            await unit.audit(
+                "snapshot.pin" if pinned else "snapshot.unpin",
+                deployment=sealed.info.deployment,
+                details={"snapshot_id": snapshot_id},
+            )
+        return sealed.info.model_copy(update={"pinned": pinned})
+
+    # -- reading ---------------------------------------------------------------------------
+    async def load(self, tx: Transaction, snapshot_id: str) -> Snapshot:
+        sealed = await tx.snapshots.get(snapshot_id)
+        if sealed is None:
+            raise NotFound(f"no snapshot {snapshot_id!r}")
+        return self.unseal(sealed)
+
+    async def get(self, snapshot_id: str) -> Snapshot:
+        async with self._ports.store.read() as tx:
+            return await self.load(tx, snapshot_id)
+
+    async def info(self, snapshot_id: str) -> SnapshotInfo:
+        async with self._ports.store.read() as tx:
+            sealed = await tx.snapshots.get(snapshot_id)
+        if sealed is None:
+            raise NotFound(f"no snapshot {snapshot_id!r}")
+        return sealed.info
+
+    async def list(self, deployment: str) -> builtins.list[SnapshotInfo]:
+        async with self._ports.store.read() as tx:
+            if await tx.deployments.get(deployment) is None:
+                raise NotFound(f"no deployment named {deployment!r}")
+            return await tx.snapshots.of_deployment(deployment)
+
+    async def diff(self, old_id: str, new_id_: str) -> builtins.list[Change]:
+        """Every field that differs between two snapshots, documents included."""
+        async with self._ports.store.read() as tx:
+            old = await self.load(tx, old_id)
+            new = await self.load(tx, new_id_)
+        return diff_values(old.model_dump(mode="json"), new.model_dump(mode="json"))
+
+    # -- keys ------------------------------------------------------------------------------
+    async def reencrypt(self, *, actor: str) -> int:
+        """Re-encrypt every snapshot that is not under the primary key; returns how many.
+
+        Works in batches, each its own transaction, so a large store is never locked for long
+        and an interrupted run simply continues next time.
+        """
+        primary = self._ports.keys.primary_key_id
+        done = 0
+        while True:
+            async with unit_of_work(self._ports, actor) as unit:
+                ids = await unit.tx.snapshots.ids_not_under(primary, limit=REENCRYPT_BATCH)
+                for snapshot_id in ids:
+                    sealed = await unit.tx.snapshots.get(snapshot_id)
+                    if sealed is None:
+                        continue
+                    resealed = self.seal(
+                        self.unseal(sealed), seq=sealed.info.seq, pinned=sealed.info.pinned
+                    )
+                    await unit.tx.snapshots.replace_blob(
+                        snapshot_id, key_id=resealed.info.key_id, blob=resealed.blob
+                    )
+                if ids:
+                    await unit.audit(
+                        "keys.reencrypt", details={"key_id": primary, "snapshots": len(ids)}
+                    )
+            done += len(ids)
+            if len(ids) < REENCRYPT_BATCH:
+                return done
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(metadata, Mapping):
+        raise InvalidInput("metadata is a map of text to text")
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidInput(f"metadata has {len(metadata)} entries; at most {MAX_METADATA_ENTRIES}")
+    checked: dict[str, str] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key or len(key) > 128:
+            raise InvalidInput(
+                f"metadata entry {key!r}: keys and values are text, keys 1-128 characters"
+            )
+        checked[key] = check_text(value, f"metadata {key!r}")
+    return checked

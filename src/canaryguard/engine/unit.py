@@ -1,0 +1,125 @@
+"""The unit of work every audited change goes through.
+
+One write transaction holds the change, its events (the outbox) and its audit record; the events
+are handed to the bus only after the commit, so no event ever announces a change that did not
+happen (invariant 1).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from canaryguard.domain.audit import AuditEntry
+from canaryguard.domain.errors import Conflict, InvalidInput, NotFound
+from canaryguard.domain.events import Event, EventRecord
+from canaryguard.domain.models import AuditRecord, Deployment
+from canaryguard.engine.ports import Clock, EventBus, KeyRing, Store, Transaction
+
+__all__ = ["Ports", "Unit", "check_actor", "check_text", "load_for_write", "new_id", "unit_of_work"]
+
+MAX_ACTOR = 128
+MAX_TEXT = 2_000
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The adapters the engine runs on, filled in by the composition root."""
+
+    store: Store
+    bus: EventBus
+    clock: Clock
+    keys: KeyRing
+
+
+@dataclass
+class Unit:
+    """One change in progress: its transaction, its time, its actor, the events it wrote."""
+
+    tx: Transaction
+    now: datetime
+    actor: str
+    records: list[EventRecord] = field(default_factory=list)
+
+    async def emit(
+        self, event: Event, *, deployment: str | None, revision: int | None
+    ) -> EventRecord:
+        record = await self.tx.events.append(
+            event, deployment=deployment, revision=revision, time=self.now
+        )
+        self.records.append(record)
+        return record
+
+    async def audit(
+        self,
+        action: str,
+        *,
+        deployment: str | None = None,
+        reason: str | None = None,
+        revision_before: int | None = None,
+        revision_after: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        return await self.tx.audit.append(
+            AuditEntry(
+                actor=self.actor,
+                action=action,
+                time=self.now,
+                deployment=deployment,
+                reason=reason,
+                revision_before=revision_before,
+                revision_after=revision_after,
+                details=details or {},
+            )
+        )
+
+
+@asynccontextmanager
+async def unit_of_work(ports: Ports, actor: str) -> AsyncIterator[Unit]:
+    """Run a change in one exclusive write transaction; publish its events after the commit."""
+    actor = check_actor(actor)
+    async with ports.store.write() as tx:
+        unit = Unit(tx=tx, now=ports.clock.now(), actor=actor)
+        yield unit
+    ports.bus.publish(unit.records)
+
+
+async def load_for_write(tx: Transaction, name: str, expected_revision: int | None) -> Deployment:
+    """The deployment ``name``, refusing a writer whose revision is stale (invariant 4)."""
+    deployment = await tx.deployments.get(name)
+    if deployment is None:
+        raise NotFound(f"no deployment named {name!r}")
+    if expected_revision is not None and expected_revision != deployment.revision:
+        raise Conflict(
+            f"deployment {name} is at revision {deployment.revision}, not {expected_revision} "
+            "as read: reload it and try again",
+            current_revision=deployment.revision,
+        )
+    return deployment
+
+
+def new_id(prefix: str) -> str:
+    """A random id with a readable prefix: ``snap-3f9a0c1d2e4b5a6c``."""
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def check_actor(actor: str) -> str:
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > MAX_ACTOR:
+        raise InvalidInput(
+            f"every change names its actor: a non-empty name of at most {MAX_ACTOR} characters"
+        )
+    return actor.strip()
+
+
+def check_text(value: str, what: str, *, required: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be text, not {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidInput(f"{what} is required: say why")
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"{what} is {len(value)} characters; at most {MAX_TEXT} are kept")
+    return value.strip()

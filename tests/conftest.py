@@ -1,0 +1,105 @@
+"""Shared fixtures: every store test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from ``CANARYGUARD_TEST_PG`` (default: the local server, trust auth, database
+``test``). Each test gets a schema of its own, dropped afterwards. When no server answers, the
+PostgreSQL cases are skipped with the reason, unless ``CANARYGUARD_REQUIRE_SERVICES=1`` (CI),
+where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from canaryguard.adapters.bus import InProcessBus
+from canaryguard.adapters.clock import ManualClock
+from canaryguard.adapters.crypto import AesGcmKeyRing
+from canaryguard.adapters.store import open_store
+from canaryguard.engine.app import CanaryGuard
+from canaryguard.engine.unit import Ports
+
+PG_DSN = os.environ.get("CANARYGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("CANARYGUARD_REQUIRE_SERVICES") == "1"
+
+_pg_problem: str | None = None
+_pg_checked = False
+
+
+def _postgres_problem() -> str | None:
+    global _pg_checked, _pg_problem  # noqa: PLW0603 - probe the server once per session
+    if not _pg_checked:
+        _pg_checked = True
+        try:
+            with psycopg.connect(PG_DSN, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            _pg_problem = f"PostgreSQL at {PG_DSN} does not answer: {exc}".strip()
+    return _pg_problem
+
+
+def require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"CANARYGUARD_REQUIRE_SERVICES=1 but {problem}")
+    pytest.skip(f"SKIPPING POSTGRESQL TEST: {problem}")
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema; yields a SQLAlchemy URL whose search_path is that schema."""
+    require_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    base = PG_DSN.replace("postgresql://", "postgresql+psycopg://", 1)
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'canaryguard.db'}"
+    url: str = request.getfixturevalue("pg_schema")
+    return url
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def keys() -> AesGcmKeyRing:
+    return AesGcmKeyRing.generate()
+
+
+@pytest.fixture
+async def app(db_url: str, clock: ManualClock, keys: AesGcmKeyRing) -> AsyncIterator[CanaryGuard]:
+    """canaryguard on a real database, with a manual clock."""
+    store = await open_store(db_url)
+    guard = CanaryGuard(Ports(store=store, bus=InProcessBus(), clock=clock, keys=keys))
+    yield guard
+    await guard.close()
+
+
+V1 = {"security": {"tls": {"min_version": "1.2"}}, "rate_limit": 100}
+V2 = {"security": {"tls": {"min_version": "1.3"}}, "rate_limit": 50}
+ACTOR = "tester"
+
+
+async def seed(guard: CanaryGuard, name: str = "shop/security") -> None:
+    """A deployment ``name`` serving policy ``sec@1``, with ``sec@2`` published."""
+    await guard.policies.publish("sec", V1, actor=ACTOR)
+    await guard.policies.publish("sec", V2, actor=ACTOR)
+    await guard.deployments.create(name, stable="sec@1", actor=ACTOR)
