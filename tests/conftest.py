@@ -91,15 +91,3 @@ async def app(db_url: str, clock: ManualClock, keys: AesGcmKeyRing) -> AsyncIter
     guard = CanaryGuard(Ports(store=store, bus=InProcessBus(), clock=clock, keys=keys))
     yield guard
     await guard.close()
-
-
-V1 = {"security": {"tls": {"min_version": "1.2"}}, "rate_limit": 100}
-V2 = {"security": {"tls": {"min_version": "1.3"}}, "rate_limit": 50}
-ACTOR = "tester"
-
-
-async def seed(guard: CanaryGuard, name: str = "shop/security") -> None:
-    """A deployment ``name`` serving policy ``sec@1``, with ``sec@2`` published."""
-    await guard.policies.publish("sec", V1, actor=ACTOR)
-    await guard.policies.publish("sec", V2, actor=ACTOR)
-    await guard.deployments.create(name, stable="sec@1", actor=ACTOR)

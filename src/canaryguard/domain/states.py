@@ -33,7 +33,7 @@ class Action(StrEnum):
     SNAPSHOT = "snapshot"
 
 
-_AT_REST = frozenset({S.IDLE, S.FULLY_DEPLOYED, S.ROLLED_BACK, S.FAILED})
+_AT_REST = frozenset({S.IDLE, S.FULLY_DEPLOYED, S.ROLLED_BACK})
 CANARY_STATES = frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING, S.ROLLING_BACK})
 _ANY = frozenset(S)
 
@@ -44,12 +44,14 @@ TRANSITIONS: dict[Action, frozenset[DeploymentState]] = {
     Action.BEGIN_SCALING: frozenset({S.CANARY_ACTIVE}),
     Action.FINISH_SCALING: frozenset({S.SCALING}),
     Action.PROMOTE: frozenset({S.VALIDATING, S.CANARY_ACTIVE}),
-    Action.ABORT: frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING}),
+    Action.ABORT: frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING, S.FAILED}),
     # an immediate rollback may interrupt anything, a staged one included: it is the way out
     Action.ROLLBACK: _ANY,
     Action.BEGIN_STAGED_ROLLBACK: frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING}),
     Action.ROLLBACK_STEP: frozenset({S.ROLLING_BACK}),
-    Action.FAIL: frozenset({S.ROLLING_BACK, S.SCALING, S.VALIDATING, S.CANARY_ACTIVE}),
+    # only a step that runs over time can fail half-way; a failed deployment may still have its
+    # canary, and leaves "failed" only by an abort or an immediate rollback
+    Action.FAIL: frozenset({S.ROLLING_BACK, S.SCALING}),
     Action.CONFIGURE: _ANY,
     Action.SNAPSHOT: _ANY,
 }

@@ -7,7 +7,7 @@ slow follower, it reads them back from the log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from canaryguard.domain.events import EventRecord
 from canaryguard.engine.unit import Ports
@@ -38,7 +38,7 @@ class EventFeed:
 
     async def follow(
         self, *, after_seq: int = 0, deployment: str | None = None
-    ) -> AsyncIterator[EventRecord]:
+    ) -> AsyncGenerator[EventRecord, None]:
         """Every event after ``after_seq`` (for ``deployment`` only, if given), forever."""
         subscription = self._ports.bus.subscribe()
         last = after_seq

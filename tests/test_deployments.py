@@ -1,0 +1,207 @@
+"""Deployments through the store: operations, revisions, conflicts, events and audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from canaryguard.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    SchemaViolation,
+)
+from canaryguard.domain.models import DeploymentState, SnapshotKind
+from canaryguard.engine.app import CanaryGuard
+from tests.helpers import ACTOR, seed
+
+NAME = "shop/security"
+
+
+async def test_created_deployment_serves_stable_at_revision_one(app: CanaryGuard) -> None:
+    await seed(app)
+    deployment = await app.deployments.get(NAME)
+    assert (deployment.revision, deployment.state, str(deployment.stable)) == (
+        1,
+        DeploymentState.IDLE,
+        "sec@1",
+    )
+
+
+async def test_creating_a_taken_name_is_refused(app: CanaryGuard) -> None:
+    await seed(app)
+    with pytest.raises(AlreadyExists):
+        await app.deployments.create(NAME, stable="sec@1", actor=ACTOR)
+
+
+async def test_creating_with_an_unknown_policy_is_refused(app: CanaryGuard) -> None:
+    with pytest.raises(NotFound, match="no policy nope@1"):
+        await app.deployments.create(NAME, stable="nope@1", actor=ACTOR)
+    assert await app.deployments.list() == []
+
+
+async def test_bad_deployment_name_is_refused(app: CanaryGuard) -> None:
+    await app.policies.publish("sec", {"a": 1}, actor=ACTOR)
+    with pytest.raises(InvalidInput, match="deployment name"):
+        await app.deployments.create("Shop Security!", stable="sec@1", actor=ACTOR)
+
+
+async def test_starting_a_canary_takes_a_baseline_snapshot(app: CanaryGuard) -> None:
+    await seed(app)
+    deployment = await app.deployments.start_canary(NAME, policy="sec@2", percent=12.5, actor=ACTOR)
+    (info,) = await app.snapshots.list(NAME)
+    assert (info.kind, info.revision, info.id) == (
+        SnapshotKind.BEFORE_CANARY,
+        1,
+        deployment.baseline_snapshot_id,
+    )
+    assert deployment.split.canary_basis_points == 1250
+
+
+async def test_every_change_grows_the_revision_by_one(app: CanaryGuard) -> None:
+    await seed(app)
+    revisions = [(await app.deployments.get(NAME)).revision]
+    revisions.append(
+        (await app.deployments.start_canary(NAME, policy="sec@2", percent=1, actor=ACTOR)).revision
+    )
+    revisions.append((await app.deployments.set_split(NAME, percent=5, actor=ACTOR)).revision)
+    revisions.append(
+        (await app.deployments.configure(NAME, changes={"max_snapshots": 9}, actor=ACTOR)).revision
+    )
+    revisions.append((await app.deployments.promote(NAME, actor=ACTOR)).revision)
+    assert revisions == [1, 2, 3, 4, 5]
+
+
+async def test_stale_revision_gets_a_conflict_and_changes_nothing(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.deployments.start_canary(
+        NAME, policy="sec@2", percent=1, actor=ACTOR, expected_revision=1
+    )
+    with pytest.raises(Conflict, match="revision 2, not 1") as caught:
+        await app.deployments.set_split(NAME, percent=50, actor=ACTOR, expected_revision=1)
+    assert caught.value.current_revision == 2
+    assert (await app.deployments.get(NAME)).split.canary_basis_points == 100
+
+
+async def test_promotion_snapshots_and_makes_the_canary_stable(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    promoted = await app.deployments.promote(NAME, actor=ACTOR)
+    kinds = [info.kind for info in await app.snapshots.list(NAME)]
+    assert kinds == [SnapshotKind.BEFORE_CANARY, SnapshotKind.BEFORE_PROMOTION]
+    assert (str(promoted.stable), promoted.canary, promoted.state) == (
+        "sec@2",
+        None,
+        DeploymentState.FULLY_DEPLOYED,
+    )
+
+
+async def test_abort_needs_a_reason(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    with pytest.raises(InvalidInput, match="reason is required"):
+        await app.deployments.abort(NAME, reason=" ", actor=ACTOR)
+
+
+async def test_abort_returns_everyone_to_stable(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    aborted = await app.deployments.abort(NAME, reason="not today", actor=ACTOR)
+    assert (aborted.canary, aborted.state, aborted.state_reason) == (
+        None,
+        DeploymentState.IDLE,
+        "not today",
+    )
+
+
+async def test_promoting_without_a_canary_is_an_illegal_transition(app: CanaryGuard) -> None:
+    await seed(app)
+    with pytest.raises(IllegalTransition, match="cannot promote a deployment that is idle"):
+        await app.deployments.promote(NAME, actor=ACTOR)
+
+
+async def test_refused_change_writes_no_event_and_no_audit(app: CanaryGuard) -> None:
+    await seed(app)
+    events, audit = len(await app.events.read()), len(await app.audit.list())
+    with pytest.raises(IllegalTransition):
+        await app.deployments.set_split(NAME, percent=5, actor=ACTOR)
+    assert (len(await app.events.read()), len(await app.audit.list())) == (events, audit)
+
+
+async def test_change_writes_its_events_and_audit_record(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    events = await app.events.read(deployment=NAME)
+    audit = (await app.audit.list(deployment=NAME))[-1]
+    assert [e.type for e in events] == [
+        "io.canaryguard.deployment.created",
+        "io.canaryguard.snapshot.created",
+        "io.canaryguard.canary.started",
+    ]
+    assert (audit.action, audit.actor, audit.revision_before, audit.revision_after) == (
+        "deployment.canary.start",
+        ACTOR,
+        1,
+        2,
+    )
+
+
+async def test_canary_violating_a_later_schema_is_refused(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.policies.set_schema(
+        "sec", {"type": "object", "properties": {"rate_limit": {"minimum": 80}}}, actor=ACTOR
+    )
+    with pytest.raises(SchemaViolation, match="/rate_limit: minimum"):
+        await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    assert (await app.deployments.get(NAME)).state is DeploymentState.IDLE
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"error_rate_threshold": 2}, "error_rate_threshold"),
+        ({"max_snapshots": 0}, "max_snapshots"),
+        ({"max_snapshots": "many"}, "max_snapshots"),
+        ({"no_such_setting": 1}, "unknown rollback setting no_such_setting"),
+        ({}, "no settings"),
+    ],
+)
+async def test_bad_config_is_refused_and_changes_nothing(
+    app: CanaryGuard, changes: dict[str, object], message: str
+) -> None:
+    await seed(app)
+    with pytest.raises(InvalidInput, match=message):
+        await app.deployments.configure(NAME, changes=changes, actor=ACTOR)
+    assert (await app.deployments.get(NAME)).revision == 1
+
+
+async def test_config_change_takes_effect(app: CanaryGuard) -> None:
+    await seed(app)
+    updated = await app.deployments.configure(
+        NAME, changes={"error_rate_threshold": 0.02, "auto_rollback_enabled": False}, actor=ACTOR
+    )
+    assert (updated.config.error_rate_threshold, updated.config.auto_rollback_enabled) == (
+        0.02,
+        False,
+    )
+
+
+@pytest.mark.parametrize("percent", [-5, 101, 10.001])
+async def test_bad_percentage_is_refused(app: CanaryGuard, percent: float) -> None:
+    await seed(app)
+    with pytest.raises(InvalidInput, match="percentage"):
+        await app.deployments.start_canary(NAME, policy="sec@2", percent=percent, actor=ACTOR)
+
+
+async def test_unknown_criterion_is_refused(app: CanaryGuard) -> None:
+    await seed(app)
+    with pytest.raises(InvalidInput, match="unknown split criterion 'zodiac'"):
+        await app.deployments.start_canary(
+            NAME, policy="sec@2", percent=5, criterion="zodiac", actor=ACTOR
+        )
+
+
+async def test_unknown_deployment_is_not_found(app: CanaryGuard) -> None:
+    with pytest.raises(NotFound, match="no deployment named 'ghost'"):
+        await app.deployments.get("ghost")
