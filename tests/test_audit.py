@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canaryguard.adapters.store import SqlStore
@@ -75,6 +77,33 @@ async def _engine(app: CanaryGuard) -> AsyncEngine:
     return store.engine
 
 
+async def _tamper(app: CanaryGuard, *statements: sa.Executable) -> None:
+    """Change the audit table as an attacker who can drop its triggers would."""
+    engine = await _engine(app)
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(sa.text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        else:
+            await conn.execute(sa.text("DROP TRIGGER audit_log_no_update"))
+            await conn.execute(sa.text("DROP TRIGGER audit_log_no_delete"))
+        for statement in statements:
+            await conn.execute(statement)
+
+
+async def test_the_database_refuses_to_update_an_audit_record(app: CanaryGuard) -> None:
+    await seed(app)
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        async with (await _engine(app)).begin() as conn:
+            await conn.execute(audit_log.update().where(audit_log.c.seq == 1).values(actor="x"))
+
+
+async def test_the_database_refuses_to_delete_an_audit_record(app: CanaryGuard) -> None:
+    await seed(app)
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        async with (await _engine(app)).begin() as conn:
+            await conn.execute(audit_log.delete().where(audit_log.c.seq == 1))
+
+
 async def test_stored_chain_verifies(app: CanaryGuard) -> None:
     await seed(app)
     verdict = await app.audit.verify()
@@ -83,26 +112,26 @@ async def test_stored_chain_verifies(app: CanaryGuard) -> None:
 
 async def test_changed_row_in_the_database_is_caught(app: CanaryGuard) -> None:
     await seed(app)
-    async with (await _engine(app)).begin() as conn:
-        await conn.execute(audit_log.update().where(audit_log.c.seq == 2).values(actor="mallory"))
+    await _tamper(app, audit_log.update().where(audit_log.c.seq == 2).values(actor="mallory"))
     verdict = await app.audit.verify()
     assert (verdict.ok, verdict.first_bad_seq) == (False, 2)
 
 
 async def test_deleted_row_in_the_database_is_caught(app: CanaryGuard) -> None:
     await seed(app)
-    async with (await _engine(app)).begin() as conn:
-        await conn.execute(audit_log.delete().where(audit_log.c.seq == 2))
+    await _tamper(app, audit_log.delete().where(audit_log.c.seq == 2))
     verdict = await app.audit.verify()
     assert (verdict.ok, verdict.first_bad_seq) == (False, 2)
 
 
 async def test_swapped_rows_in_the_database_are_caught(app: CanaryGuard) -> None:
     await seed(app)
-    async with (await _engine(app)).begin() as conn:
-        await conn.execute(audit_log.update().where(audit_log.c.seq == 2).values(seq=-2))
-        await conn.execute(audit_log.update().where(audit_log.c.seq == 3).values(seq=2))
-        await conn.execute(audit_log.update().where(audit_log.c.seq == -2).values(seq=3))
+    await _tamper(
+        app,
+        audit_log.update().where(audit_log.c.seq == 2).values(seq=-2),
+        audit_log.update().where(audit_log.c.seq == 3).values(seq=2),
+        audit_log.update().where(audit_log.c.seq == -2).values(seq=3),
+    )
     verdict = await app.audit.verify()
     assert (verdict.ok, verdict.first_bad_seq) == (False, 2)
 
@@ -125,3 +154,10 @@ async def test_audit_records_actor_reason_and_revisions(app: CanaryGuard) -> Non
         2,
         3,
     )
+
+
+def test_records_beyond_the_head_are_caught() -> None:
+    records = chain(5)
+    verdict = verify_chain(records, head=head_of(records[:3]))
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 4)
+    assert "head" in (verdict.problem or "")

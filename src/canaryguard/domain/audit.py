@@ -129,12 +129,20 @@ def verify_chain(records: Iterable[AuditRecord], *, head: tuple[int, str] | None
         expected_seq += 1
         checked += 1
     head_seq, head_hash = head if head is not None else (0, GENESIS_HASH)
-    if checked != head_seq or prev_hash != head_hash:
+    if checked < head_seq:
         return ChainVerdict(
             ok=False,
             checked=checked,
             first_bad_seq=checked + 1,
             problem=f"the log ends at record {checked} but {head_seq} were written: "
             "records were removed from the end",
+        )
+    if checked > head_seq or prev_hash != head_hash:
+        return ChainVerdict(
+            ok=False,
+            checked=checked,
+            first_bad_seq=head_seq + 1 if checked > head_seq else checked,
+            problem=f"the log has {checked} records but its head names record {head_seq}: "
+            "the head was reset or records were written outside canaryguard",
         )
     return ChainVerdict(ok=True, checked=checked)

@@ -70,8 +70,12 @@ class SqlStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlTransaction]:
-        async with self.engine.connect() as conn, conn.begin():
-            yield SqlTransaction.on(conn)
+        async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                # one consistent view for every statement of the read, as SQLite's WAL gives
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield SqlTransaction.on(conn)
 
     @asynccontextmanager
     async def write(self, *, exclusive: bool = True) -> AsyncIterator[SqlTransaction]:
