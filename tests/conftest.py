@@ -16,12 +16,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from canaryguard.adapters.bus import InProcessBus
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
-from canaryguard.adapters.store import open_store
 from canaryguard.engine.app import CanaryGuard
-from canaryguard.engine.unit import Ports
+from canaryguard.wiring import Settings, open_canaryguard
 
 PG_DSN = os.environ.get("CANARYGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("CANARYGUARD_REQUIRE_SERVICES") == "1"
@@ -85,9 +83,12 @@ def keys() -> AesGcmKeyRing:
 
 
 @pytest.fixture
-async def app(db_url: str, clock: ManualClock, keys: AesGcmKeyRing) -> AsyncIterator[CanaryGuard]:
-    """canaryguard on a real database, with a manual clock."""
-    store = await open_store(db_url)
-    guard = CanaryGuard(Ports(store=store, bus=InProcessBus(), clock=clock, keys=keys))
+async def app(
+    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> AsyncIterator[CanaryGuard]:
+    """canaryguard on a real database with a manual clock, opened by the composition root."""
+    guard = await open_canaryguard(
+        Settings(data_dir=tmp_path / "data", db_url=db_url), clock=clock, keys=keys
+    )
     yield guard
     await guard.close()

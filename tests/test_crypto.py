@@ -93,3 +93,10 @@ def test_key_file_holds_no_plaintext_secret_in_other_fields(tmp_path: Path) -> N
     data = json.loads((tmp_path / "keys.json").read_text())
     assert set(data) == {"version", "primary", "keys"}
     assert data["primary"] == ring.primary_key_id
+
+
+def test_truncated_blob_is_an_integrity_error() -> None:
+    ring = AesGcmKeyRing.generate()
+    key_id, _ = ring.encrypt(b"x", associated_data=AAD)
+    with pytest.raises(IntegrityError, match="too short"):
+        ring.decrypt(key_id, b"\x00" * 7, associated_data=AAD)

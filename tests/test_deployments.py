@@ -121,6 +121,14 @@ async def test_promoting_without_a_canary_is_an_illegal_transition(app: CanaryGu
         await app.deployments.promote(NAME, actor=ACTOR)
 
 
+async def test_illegal_split_change_names_state_and_action(app: CanaryGuard) -> None:
+    await seed(app)
+    with pytest.raises(
+        IllegalTransition, match="cannot change the split of a deployment that is idle"
+    ):
+        await app.deployments.set_split(NAME, percent=5, actor=ACTOR)
+
+
 async def test_refused_change_writes_no_event_and_no_audit(app: CanaryGuard) -> None:
     await seed(app)
     events, audit = len(await app.events.read()), len(await app.audit.list())

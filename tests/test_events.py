@@ -91,3 +91,22 @@ async def test_follower_that_fell_behind_catches_up_from_the_log(app: CanaryGuar
         seqs.append((await asyncio.wait_for(anext(follower), 10)).seq)
     await follower.aclose()
     assert seqs == list(range(start + 1, start + 1101))
+
+
+async def test_concurrent_writers_in_one_process_publish_in_sequence_order(
+    app: CanaryGuard,
+) -> None:
+    await seed(app)
+    await app.deployments.create("shop/other", stable="sec@1", actor=ACTOR)
+    for name in ("shop/security", "shop/other"):
+        await app.deployments.start_canary(name, policy="sec@2", percent=1, actor=ACTOR)
+    subscription = app.ports.bus.subscribe()
+    await asyncio.gather(
+        *(
+            app.deployments.set_split(name, percent=2 + i, actor=ACTOR)
+            for i in range(10)
+            for name in ("shop/security", "shop/other")
+        )
+    )
+    seqs = [(await subscription.get()).seq for _ in range(20)]
+    assert seqs == sorted(seqs)

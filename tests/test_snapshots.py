@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.adapters.store import SqlStore, open_store
 from canaryguard.adapters.store.schema import snapshots
 from canaryguard.domain.assignment import Criterion, Split
-from canaryguard.domain.errors import IntegrityError, NotFound
+from canaryguard.domain.errors import IntegrityError, InvalidInput, NotFound
 from canaryguard.domain.models import (
     DeploymentState,
     MetricsSummary,
@@ -35,6 +36,7 @@ from canaryguard.domain.models import (
 )
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.unit import Ports
+from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR, seed
 
 NAME = "shop/security"
@@ -326,3 +328,43 @@ async def test_diff_finds_every_changed_field(app: CanaryGuard) -> None:
 async def test_unknown_snapshot_is_not_found(app: CanaryGuard) -> None:
     with pytest.raises(NotFound, match="no snapshot 'snap-nope'"):
         await app.snapshots.get("snap-nope")
+
+
+async def test_rotation_with_env_keys_reencrypts_under_the_newest_env_key(
+    app: CanaryGuard, db_url: str, tmp_path: Path
+) -> None:
+    await seed(app)
+    made = await app.snapshots.create(NAME, actor=ACTOR, note="old key")
+    old = app.ports.keys
+    assert isinstance(old, AesGcmKeyRing)
+    new_key = base64.b64encode(b"n" * 32).decode()
+    env = ",".join(f"{kid}:{base64.b64encode(old._keys[kid]).decode()}" for kid in old.key_ids)
+    restarted = await open_canaryguard(
+        Settings(data_dir=tmp_path / "env", db_url=db_url, keys_env=f"{env},k-new:{new_key}")
+    )
+    try:
+        key_id, count = await restarted.rotate_keys(actor=ACTOR)
+        assert (key_id, count) == ("k-new", 1)
+        assert (await restarted.snapshots.info(made.id)).key_id == "k-new"
+        assert (await restarted.snapshots.get(made.id)).note == "old key"
+    finally:
+        await restarted.close()
+
+
+async def test_missing_key_file_next_to_old_snapshots_refuses_to_start(
+    app: CanaryGuard, db_url: str, tmp_path: Path
+) -> None:
+    await seed(app)
+    await app.snapshots.create(NAME, actor=ACTOR)
+    with pytest.raises(InvalidInput, match=r"key file .* is missing"):
+        await open_canaryguard(Settings(data_dir=tmp_path / "elsewhere", db_url=db_url))
+    assert not (tmp_path / "elsewhere" / "keys.json").exists()
+
+
+async def test_retention_is_audited(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.deployments.configure(NAME, changes={"max_snapshots": 1}, actor=ACTOR)
+    first = await app.snapshots.create(NAME, actor=ACTOR)
+    await app.snapshots.create(NAME, actor=ACTOR)
+    retention = [a for a in await app.audit.list() if a.action == "snapshot.retention"]
+    assert retention[-1].details["dropped"] == [first.id]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +13,10 @@ from pathlib import Path
 from canaryguard.adapters.bus import InProcessBus
 from canaryguard.adapters.clock import SystemClock
 from canaryguard.adapters.crypto import KEYS_ENV, AesGcmKeyRing
-from canaryguard.adapters.store import open_store
+from canaryguard.adapters.store import SqlStore, open_store
+from canaryguard.domain.errors import InvalidInput
 from canaryguard.engine.app import CanaryGuard
-from canaryguard.engine.ports import Clock, EventBus
+from canaryguard.engine.ports import Clock, EventBus, KeyRing
 from canaryguard.engine.unit import Ports
 
 __all__ = ["Settings", "open_canaryguard"]
@@ -31,7 +33,7 @@ class Settings:
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
-    db_url: str | None = None
+    db_url: str | None = field(default=None, repr=False)  # may hold a password
     key_file: Path | None = None
     keys_env: str | None = field(default=None, repr=False)
 
@@ -63,24 +65,48 @@ async def open_canaryguard(
     *,
     clock: Clock | None = None,
     bus: EventBus | None = None,
+    keys: KeyRing | None = None,
 ) -> CanaryGuard:
-    """Open canaryguard on ``settings`` (default: from the environment), migrating the database."""
+    """Open canaryguard on ``settings`` (default: from the environment), migrating the database.
+
+    ``keys`` replaces the key ring from the settings (tests and tools that share one ring).
+    """
     settings = settings or Settings.from_env()
     notices: list[str] = []
-    if settings.db_url is None or settings.keys_env is None:
+    created_key_file = False
+    if settings.db_url is None or (settings.keys_env is None and keys is None):
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if settings.keys_env is not None:
-        keys = AesGcmKeyRing.from_env(settings.keys_env)
-    else:
-        keys, created = AesGcmKeyRing.load_or_create(settings.key_path)
-        if created:
-            notices.append(
-                f"created the snapshot encryption key file {settings.key_path} (mode 0600): "
-                "back it up; snapshots cannot be read without it"
-            )
+    if keys is None:
+        if settings.keys_env is not None:
+            keys = AesGcmKeyRing.from_env(settings.keys_env)
+        else:
+            keys, created_key_file = AesGcmKeyRing.load_or_create(settings.key_path)
     store = await open_store(settings.database_url)
-    app = CanaryGuard(
-        Ports(store=store, bus=bus or InProcessBus(), clock=clock or SystemClock(), keys=keys)
-    )
+    if created_key_file:
+        try:
+            await _refuse_new_key_for_old_snapshots(store, settings.key_path)
+        except BaseException:
+            await store.close()
+            raise
+        notices.append(
+            f"created the snapshot encryption key file {settings.key_path} (mode 0600): "
+            "back it up; snapshots cannot be read without it"
+        )
+    ports = Ports(store=store, bus=bus or InProcessBus(), clock=clock or SystemClock(), keys=keys)
+    app = CanaryGuard(ports)
     app.notices.extend(notices)
     return app
+
+
+async def _refuse_new_key_for_old_snapshots(store: SqlStore, key_path: Path) -> None:
+    """A fresh key file next to a database that already holds snapshots means the real key file
+    was lost or is elsewhere: starting would make every old snapshot unreadable."""
+    async with store.read() as tx:
+        sealed = await tx.snapshots.count()
+    if sealed:
+        await asyncio.to_thread(key_path.unlink, missing_ok=True)
+        raise InvalidInput(
+            f"the key file {key_path} is missing, but the database already holds {sealed} "
+            "encrypted snapshots: restore the key file from your backup (or set CANARYGUARD_KEYS / "
+            "CANARYGUARD_KEY_FILE); canaryguard will not start with a new key"
+        )

@@ -28,6 +28,7 @@ __all__ = ["KEYS_ENV", "AesGcmKeyRing"]
 KEYS_ENV = "CANARYGUARD_KEYS"
 _NONCE_BYTES = 12
 _KEY_BYTES = 32
+_TAG_BYTES = 16
 _FILE_VERSION = 1
 
 
@@ -57,6 +58,10 @@ class AesGcmKeyRing:
         return self._primary
 
     @property
+    def can_rotate(self) -> bool:
+        return self.path is not None
+
+    @property
     def key_ids(self) -> list[str]:
         return list(self._keys)
 
@@ -66,6 +71,10 @@ class AesGcmKeyRing:
         return self._primary, nonce + sealed
 
     def decrypt(self, key_id: str, blob: bytes, *, associated_data: bytes) -> bytes:
+        if len(blob) < _NONCE_BYTES + _TAG_BYTES:
+            raise IntegrityError(
+                f"the record is {len(blob)} bytes, too short to be sealed: it was cut"
+            )
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise IntegrityError(
@@ -134,8 +143,8 @@ class AesGcmKeyRing:
         """Add a new primary key (kept in the key file); old keys stay for decryption."""
         if self.path is None:
             raise InvalidInput(
-                f"the keys come from {KEYS_ENV}: add a new id:key at its end and restart, "
-                "then run rotate again to re-encrypt"
+                f"the keys come from {KEYS_ENV}: add a new id:key at its end and restart; "
+                "rotating then re-encrypts every snapshot under it"
             )
         key_id = _new_key_id()
         while key_id in self._keys:

@@ -120,7 +120,6 @@ async def _walk(app: CanaryGuard, console: Console) -> None:
             info.kind.value,
             str(info.revision),
             "yes" if info.pinned else "",
-            info.key_id,
             snapshot.note,
         )
     console.print(table)

@@ -68,8 +68,9 @@ class Conflict(CanaryGuardError):
 class IllegalTransition(CanaryGuardError):
     """The deployment's state does not allow the action."""
 
-    def __init__(self, state: str, action: str) -> None:
-        super().__init__(f"cannot {action.replace('_', ' ')} a deployment that is {state}")
+    def __init__(self, state: str, action: str, *, phrase: str | None = None) -> None:
+        doing = phrase or f"{action.replace('_', ' ')} a deployment"
+        super().__init__(f"cannot {doing} that is {state.replace('_', ' ')}")
         self.state = state
         self.action = action
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from canaryguard.domain.assignment import Criterion, Split
-from canaryguard.domain.errors import IllegalTransition, InvalidInput
+from canaryguard.domain.errors import InvalidInput
 from canaryguard.domain.models import (
     Deployment,
     DeploymentState,
@@ -34,6 +34,22 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62}){0,3}$")
+# The REST API puts a deployment's name in the path and its sub-resources after it
+# (/deployments/payments-gateway/security/snapshots), so a name may not end in one of these.
+RESERVED_LAST_PARTS = frozenset(
+    {
+        "abort",
+        "assignment",
+        "canary",
+        "config",
+        "metrics",
+        "promote",
+        "rollbacks",
+        "snapshots",
+        "split",
+        "status",
+    }
+)
 
 
 def check_deployment_name(name: str) -> str:
@@ -43,6 +59,9 @@ def check_deployment_name(name: str) -> str:
             f"deployment name {name!r} is not valid: use lower-case letters, digits, '.', '_' "
             "and '-', in up to four parts separated by '/', each at most 63 characters"
         )
+    if "/" in name and name.rsplit("/", 1)[1] in RESERVED_LAST_PARTS:
+        reserved = ", ".join(sorted(RESERVED_LAST_PARTS))
+        raise InvalidInput(f"deployment name {name!r} may not end in one of: {reserved}")
     return name
 
 
@@ -153,7 +172,7 @@ def promote(deployment: Deployment, *, now: datetime) -> Deployment:
     """The canary becomes stable for everyone."""
     check_transition(deployment.state, Action.PROMOTE)
     if deployment.canary is None:  # unreachable through the table; kept so a bad row fails loudly
-        raise IllegalTransition(deployment.state.value, Action.PROMOTE.value)
+        check_transition(DeploymentState.IDLE, Action.PROMOTE)  # raises: no canary to promote
     return _next(
         deployment,
         now,

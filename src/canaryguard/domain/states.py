@@ -57,10 +57,26 @@ TRANSITIONS: dict[Action, frozenset[DeploymentState]] = {
 }
 
 
+_PHRASES = {
+    Action.START_CANARY: "start a canary on a deployment",
+    Action.SET_SPLIT: "change the split of a deployment",
+    Action.BEGIN_SCALING: "start scaling a deployment",
+    Action.FINISH_SCALING: "finish scaling a deployment",
+    Action.PROMOTE: "promote a deployment",
+    Action.ABORT: "abort a deployment",
+    Action.ROLLBACK: "roll back a deployment",
+    Action.BEGIN_STAGED_ROLLBACK: "start a staged rollback of a deployment",
+    Action.ROLLBACK_STEP: "step the rollback of a deployment",
+    Action.FAIL: "mark as failed a deployment",
+    Action.CONFIGURE: "configure a deployment",
+    Action.SNAPSHOT: "snapshot a deployment",
+}
+
+
 def check_transition(state: DeploymentState, action: Action) -> None:
     """Refuse ``action`` in ``state`` with an error naming both."""
     if state not in TRANSITIONS[action]:
-        raise IllegalTransition(state.value, action.value)
+        raise IllegalTransition(state.value, action.value, phrase=_PHRASES[action])
 
 
 def state_for_canary(canary_basis_points: int) -> DeploymentState:

@@ -9,6 +9,7 @@ from canaryguard.engine.observations import ObservationService
 from canaryguard.engine.policies import PolicyService
 from canaryguard.engine.rollback import RollbackManager
 from canaryguard.engine.snapshots import SnapshotService
+from canaryguard.engine.tokens import TokenService
 from canaryguard.engine.unit import Ports, unit_of_work
 
 __all__ = ["CanaryGuard"]
@@ -30,16 +31,20 @@ class CanaryGuard:
         self.audit = AuditService(ports)
         self.events = EventFeed(ports)
         self.observations = ObservationService(ports)
+        self.tokens = TokenService(ports)
         self.notices: list[str] = []
 
     async def rotate_keys(self, *, actor: str) -> tuple[str, int]:
-        """Make a new primary key and re-encrypt every snapshot with it.
+        """Make a new primary key (with a key file) and re-encrypt every snapshot with it.
 
-        Returns the new key id and how many snapshots were re-encrypted.
+        With keys from ``CANARYGUARD_KEYS`` no key can be made here: the operator adds the new
+        key at the end of the variable and restarts, and this re-encrypts under it. Returns the
+        primary key id and how many snapshots were re-encrypted.
         """
-        key_id = self.ports.keys.rotate()
+        keys = self.ports.keys
+        key_id = keys.rotate() if keys.can_rotate else keys.primary_key_id
         async with unit_of_work(self.ports, actor) as unit:
-            await unit.audit("keys.rotate", details={"key_id": key_id})
+            await unit.audit("keys.rotate", details={"key_id": key_id, "new_key": keys.can_rotate})
         count = await self.snapshots.reencrypt(actor=actor)
         return key_id, count
 

@@ -27,6 +27,10 @@ class EventFeed:
         async with self._ports.store.read() as tx:
             return await tx.events.read(after_seq=after_seq, deployment=deployment, limit=limit)
 
+    async def last_seq(self) -> int:
+        async with self._ports.store.read() as tx:
+            return await tx.events.last_seq()
+
     async def _catch_up(self, after_seq: int, deployment: str | None) -> AsyncIterator[EventRecord]:
         while True:
             page = await self.read(after_seq=after_seq, deployment=deployment)

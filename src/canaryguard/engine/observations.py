@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from canaryguard.domain.assignment import Variant
@@ -37,9 +38,12 @@ class ObservationService:
             raise InvalidInput(f"variant must be stable or canary, got {variant!r}") from exc
         if requests < 0 or errors < 0 or errors > requests:
             raise InvalidInput(f"need 0 <= errors <= requests, got {errors} errors of {requests}")
-        if latency_sum_ms < 0 or latency_max_ms < 0:
-            raise InvalidInput("latencies cannot be negative")
+        for value in (latency_sum_ms, latency_max_ms):
+            if not math.isfinite(value) or value < 0:
+                raise InvalidInput(f"latencies are finite and not negative, got {value}")
         async with self._ports.store.write(exclusive=False) as tx:
+            if await tx.deployments.get(deployment) is None:
+                raise NotFound(f"no deployment named {deployment!r}")
             await tx.observations.add(
                 deployment,
                 chosen,

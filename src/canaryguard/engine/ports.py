@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from canaryguard.domain.access import ApiToken
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.audit import AuditEntry
 from canaryguard.domain.events import Event, EventRecord
@@ -19,8 +20,10 @@ from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
     PolicyVersion,
+    RollbackKind,
     RollbackMetrics,
     RollbackRecord,
+    RollbackStatus,
     SnapshotInfo,
     VariantMetrics,
 )
@@ -39,6 +42,7 @@ __all__ = [
     "SnapshotRepo",
     "Store",
     "Subscription",
+    "TokenRepo",
     "Transaction",
 ]
 
@@ -67,6 +71,11 @@ class KeyRing(Protocol):
 
     def decrypt(self, key_id: str, blob: bytes, *, associated_data: bytes) -> bytes:
         """Open a sealed blob; raises ``IntegrityError`` for a tampered, foreign or unkeyed one."""
+        ...
+
+    @property
+    def can_rotate(self) -> bool:
+        """Whether :meth:`rotate` can make and keep a new key (a key file can, an env var not)."""
         ...
 
     def rotate(self) -> str:
@@ -116,6 +125,7 @@ class SnapshotRepo(Protocol):
     async def set_pinned(self, snapshot_id: str, *, pinned: bool) -> None: ...
     async def replace_blob(self, snapshot_id: str, *, key_id: str, blob: bytes) -> None: ...
     async def ids_not_under(self, key_id: str, *, limit: int) -> list[str]: ...
+    async def count(self) -> int: ...
 
 
 class RollbackRepo(Protocol):
@@ -127,6 +137,7 @@ class RollbackRepo(Protocol):
     ) -> list[RollbackRecord]: ...
     async def open_for(self, deployment: str) -> list[RollbackRecord]: ...
     async def metrics(self, *, deployment: str | None = None) -> RollbackMetrics: ...
+    async def counts(self) -> dict[tuple[RollbackKind, RollbackStatus], int]: ...
 
 
 class EventLog(Protocol):
@@ -137,6 +148,10 @@ class EventLog(Protocol):
     async def read(
         self, *, after_seq: int = 0, deployment: str | None = None, limit: int = 1000
     ) -> list[EventRecord]: ...
+
+    async def last_seq(self) -> int:
+        """The newest event's sequence number (0 for an empty log)."""
+        ...
 
 
 class AuditLog(Protocol):
@@ -171,6 +186,15 @@ class ObservationRepo(Protocol):
     ) -> dict[Variant, VariantMetrics]: ...
 
 
+class TokenRepo(Protocol):
+    async def by_digest(self, digest: str) -> ApiToken | None: ...
+    async def get(self, name: str) -> ApiToken | None: ...
+    async def insert(self, token: ApiToken) -> None: ...
+    async def revoke(self, name: str, *, at: datetime) -> None: ...
+    async def all(self) -> list[ApiToken]: ...
+    async def count(self) -> int: ...
+
+
 class Transaction(Protocol):
     """One database transaction, with a repository per kind of record."""
 
@@ -188,6 +212,8 @@ class Transaction(Protocol):
     def audit(self) -> AuditLog: ...
     @property
     def observations(self) -> ObservationRepo: ...
+    @property
+    def tokens(self) -> TokenRepo: ...
 
 
 class Store(Protocol):
@@ -198,8 +224,8 @@ class Store(Protocol):
     def write(self, *, exclusive: bool = True) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction; ``exclusive`` ones (every audited change) run one at a time.
 
-        Telemetry (observations) writes with ``exclusive=False`` and so never waits behind, or
-        holds up, a rollback."""
+        Telemetry (observations) writes with ``exclusive=False``: on PostgreSQL it then never
+        waits behind, or holds up, a rollback; SQLite has one writer at a time regardless."""
         ...
 
     async def close(self) -> None: ...
@@ -223,3 +249,6 @@ class EventBus(Protocol):
 
     @property
     def dropped_total(self) -> int: ...
+
+    @property
+    def subscriber_count(self) -> int: ...

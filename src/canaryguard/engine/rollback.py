@@ -308,6 +308,11 @@ class RollbackManager:
         async with self._ports.store.read() as tx:
             return await tx.rollbacks.find(deployment=deployment, limit=limit)
 
+    async def counts(self) -> dict[tuple[RollbackKind, RollbackStatus], int]:
+        """How many rollbacks there are of each kind and status (for /metrics)."""
+        async with self._ports.store.read() as tx:
+            return await tx.rollbacks.counts()
+
     async def metrics(self, *, deployment: str | None = None) -> RollbackMetrics:
         """The spec's rollback metrics for one deployment, or for all when none is named."""
         async with self._ports.store.read() as tx:

@@ -137,12 +137,13 @@ class SnapshotService:
             deployment=deployment.name,
             revision=deployment.revision,
         )
-        await self._retain(tx, deployment, protect={snapshot.id, *protect})
+        await self._retain(unit, deployment, protect={snapshot.id, *protect})
         return snapshot
 
     async def _retain(
-        self, tx: Transaction, deployment: Deployment, *, protect: Collection[str]
+        self, unit: Unit, deployment: Deployment, *, protect: Collection[str]
     ) -> None:
+        tx = unit.tx
         protected = set(protect)
         if deployment.baseline_snapshot_id is not None:
             protected.add(deployment.baseline_snapshot_id)
@@ -154,7 +155,13 @@ class SnapshotService:
         dropped = snapshots_to_drop(
             infos, keep=deployment.config.max_snapshots, protected=protected
         )
-        await tx.snapshots.delete(dropped)
+        if dropped:
+            await tx.snapshots.delete(dropped)
+            await unit.audit(
+                "snapshot.retention",
+                deployment=deployment.name,
+                details={"dropped": dropped, "max_snapshots": deployment.config.max_snapshots},
+            )
 
     async def create(
         self,

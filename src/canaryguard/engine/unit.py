@@ -7,6 +7,7 @@ happen (invariant 1).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,9 @@ class Ports:
     bus: EventBus
     clock: Clock
     keys: KeyRing
+    # Held from before a change's transaction until its events are published, so this process
+    # publishes events in commit (= sequence) order; the database serialises the writes anyway.
+    publish_order: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
 
 @dataclass
@@ -82,10 +86,11 @@ class Unit:
 async def unit_of_work(ports: Ports, actor: str) -> AsyncIterator[Unit]:
     """Run a change in one exclusive write transaction; publish its events after the commit."""
     actor = check_actor(actor)
-    async with ports.store.write() as tx:
-        unit = Unit(tx=tx, now=ports.clock.now(), actor=actor)
-        yield unit
-    ports.bus.publish(unit.records)
+    async with ports.publish_order:
+        async with ports.store.write() as tx:
+            unit = Unit(tx=tx, now=ports.clock.now(), actor=actor)
+            yield unit
+        ports.bus.publish(unit.records)
 
 
 async def load_for_write(tx: Transaction, name: str, expected_revision: int | None) -> Deployment:

@@ -28,6 +28,7 @@ from canaryguard.adapters.store.policies import SqlPolicyRepo
 from canaryguard.adapters.store.rollbacks import SqlRollbackRepo
 from canaryguard.adapters.store.schema import audit_head
 from canaryguard.adapters.store.snapshots import SqlSnapshotRepo
+from canaryguard.adapters.store.tokens import SqlTokenRepo
 
 __all__ = ["SqlStore", "SqlTransaction", "open_store"]
 
@@ -47,6 +48,7 @@ class SqlTransaction:
     events: SqlEventLog
     audit: SqlAuditLog
     observations: SqlObservationRepo
+    tokens: SqlTokenRepo
 
     @classmethod
     def on(cls, conn: AsyncConnection) -> SqlTransaction:
@@ -58,6 +60,7 @@ class SqlTransaction:
             events=SqlEventLog(conn),
             audit=SqlAuditLog(conn),
             observations=SqlObservationRepo(conn),
+            tokens=SqlTokenRepo(conn),
         )
 
 

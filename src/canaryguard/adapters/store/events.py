@@ -36,6 +36,10 @@ class SqlEventLog:
             seq=seq, deployment=deployment, time=time, revision=revision, event=event
         )
 
+    async def last_seq(self) -> int:
+        query = sa.select(sa.func.max(event_log.c.seq))
+        return int((await self._conn.execute(query)).scalar_one_or_none() or 0)
+
     async def read(
         self, *, after_seq: int = 0, deployment: str | None = None, limit: int = 1000
     ) -> list[EventRecord]:

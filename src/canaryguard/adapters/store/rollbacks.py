@@ -68,6 +68,15 @@ class SqlRollbackRepo:
             for body in (await self._conn.execute(query)).scalars()
         ]
 
+    async def counts(self) -> dict[tuple[RollbackKind, RollbackStatus], int]:
+        query = sa.select(rollbacks.c.kind, rollbacks.c.status, sa.func.count()).group_by(
+            rollbacks.c.kind, rollbacks.c.status
+        )
+        return {
+            (RollbackKind(kind), RollbackStatus(status)): int(n)
+            for kind, status, n in await self._conn.execute(query)
+        }
+
     async def metrics(self, *, deployment: str | None = None) -> RollbackMetrics:
         def count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
             return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)

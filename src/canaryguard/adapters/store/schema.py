@@ -15,6 +15,7 @@ from sqlalchemy.engine import Dialect
 
 __all__ = [
     "UTCDateTime",
+    "api_tokens",
     "audit_head",
     "audit_log",
     "deployments",
@@ -170,4 +171,16 @@ observations = sa.Table(
     sa.Column("errors", BigInt, nullable=False),
     sa.Column("latency_sum_ms", sa.Float, nullable=False),
     sa.Column("latency_max_ms", sa.Float, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("digest", sa.String(80), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
 )

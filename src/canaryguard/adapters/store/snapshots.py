@@ -91,6 +91,10 @@ class SqlSnapshotRepo:
             snapshots.update().where(snapshots.c.id == snapshot_id).values(key_id=key_id, blob=blob)
         )
 
+    async def count(self) -> int:
+        query = sa.select(sa.func.count()).select_from(snapshots)
+        return int((await self._conn.execute(query)).scalar_one())
+
     async def ids_not_under(self, key_id: str, *, limit: int) -> list[str]:
         query = (
             sa.select(snapshots.c.id)

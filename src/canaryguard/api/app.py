@@ -1,0 +1,112 @@
+"""The FastAPI application: REST API under /api/v1, SSE events, /metrics, health."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from canaryguard import __version__
+from canaryguard.api import (
+    routes_admin,
+    routes_deployments,
+    routes_events,
+    routes_policies,
+    routes_records,
+)
+from canaryguard.api.auth import check_every_route_is_guarded
+from canaryguard.api.limits import MAX_BODY_BYTES, BodySizeLimit
+from canaryguard.api.metrics import MetricsExporter
+from canaryguard.api.problems import install_problem_handlers, problem
+from canaryguard.engine.app import CanaryGuard
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+canaryguard rolls out versioned policy documents as canaries and rolls them back.
+
+Every call under `/api/v1` needs `Authorization: Bearer <token>`; each operation lists the roles
+allowed (`x-canaryguard-roles`). Errors are RFC 9457 problem details. Deployment names may hold
+`/` and are used as they are in the path. Changes accept the revision you read, as
+`expected_revision` in the body (stale: 409) or as `If-Match: "N"` (stale: 412).
+"""
+
+
+def create_app(
+    guard: CanaryGuard,
+    *,
+    registry: CollectorRegistry | None = None,
+    heartbeat_seconds: float = 15.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The ASGI app over ``guard``. It does not close ``guard``; its owner does."""
+    exporter = MetricsExporter(guard, registry or CollectorRegistry())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        exporter.start()
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            app.state.shutdown.set()
+            await exporter.stop()
+
+    app = FastAPI(
+        title="canaryguard",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "policies", "description": "Versioned policy documents and their schemas"},
+            {"name": "deployments", "description": "Who gets which version; canaries and splits"},
+            {"name": "snapshots", "description": "Encrypted, restorable states"},
+            {"name": "rollbacks", "description": "Rollback records and metrics"},
+            {"name": "audit", "description": "The hash-chained audit log"},
+            {"name": "events", "description": "CloudEvents, stored and live (SSE)"},
+            {"name": "tokens", "description": "API tokens and roles"},
+            {"name": "keys", "description": "Snapshot encryption keys"},
+        ],
+    )
+    app.state.guard = guard
+    app.state.shutdown = asyncio.Event()
+    app.state.heartbeat_seconds = heartbeat_seconds
+    app.state.ready = False
+    app.state.exporter = exporter
+    install_problem_handlers(app)
+    for module in (
+        routes_policies,
+        routes_deployments,
+        routes_records,
+        routes_events,
+        routes_admin,
+    ):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, limit=max_body_bytes)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        if not request.app.state.ready or request.app.state.shutdown.is_set():
+            return problem(503, "not-ready", "canaryguard is starting or shutting down")
+        try:
+            await guard.events.last_seq()  # the database answers
+        except Exception as exc:
+            return problem(503, "not-ready", f"the database does not answer: {type(exc).__name__}")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        await exporter.refresh()
+        return Response(generate_latest(exporter.registry), media_type=CONTENT_TYPE_LATEST)
+
+    check_every_route_is_guarded(app)
+    return app

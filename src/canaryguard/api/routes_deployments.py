@@ -1,0 +1,307 @@
+"""Deployments: create, canary, split, promote, abort, config, status, and their snapshots and
+rollbacks. A deployment's name may hold '/', so it takes the rest of the path; sub-resources are
+registered before the bare name."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from canaryguard.api.auth import caller, get_guard, guarded
+from canaryguard.api.problems import PreconditionFailed
+from canaryguard.api.schemas import (
+    AbortIn,
+    CanaryIn,
+    ConfigIn,
+    DeploymentIn,
+    PreconditionIn,
+    RollbackIn,
+    SnapshotIn,
+    SplitIn,
+    StatusOut,
+)
+from canaryguard.domain.access import Access, ApiToken
+from canaryguard.domain.errors import Conflict, InvalidInput
+from canaryguard.domain.models import (
+    Deployment,
+    RollbackConfig,
+    RollbackMetrics,
+    RollbackRecord,
+    Snapshot,
+    SnapshotInfo,
+)
+from canaryguard.engine.app import CanaryGuard
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+Guard = Annotated[CanaryGuard, Depends(get_guard)]
+Caller = Annotated[ApiToken, Depends(caller)]
+IfMatch = Annotated[str | None, Header(description='the revision you read, as "N"')]
+PRECONDITION = {
+    409: {"description": "stale expected_revision, or the state does not allow this"},
+    412: {"description": "If-Match names a revision that is no longer current"},
+}
+
+
+def _etag(response: Response, deployment: Deployment) -> Deployment:
+    response.headers["ETag"] = f'"{deployment.revision}"'
+    return deployment
+
+
+async def _with_precondition(
+    body: PreconditionIn | None,
+    if_match: str | None,
+    change: Callable[[int | None], Awaitable[Deployment]],
+) -> Deployment:
+    """Run ``change`` with the revision from If-Match (412 when stale) or the body (409)."""
+    if if_match is None:
+        return await change(body.expected_revision if body is not None else None)
+    try:
+        expected = int(if_match.strip().strip('"').removeprefix("W/").strip('"'))
+    except ValueError as exc:
+        raise InvalidInput(f'If-Match must be a revision like "7", got {if_match!r}') from exc
+    try:
+        return await change(expected)
+    except Conflict as exc:
+        if exc.current_revision is not None:
+            raise PreconditionFailed(exc) from exc
+        raise
+
+
+@guarded(router, "GET", "", Access.READ, response_model=list[Deployment])
+async def list_deployments(guard: Guard) -> list[Deployment]:
+    return await guard.deployments.list()
+
+
+@guarded(router, "POST", "", Access.OPERATE, response_model=Deployment, status_code=201)
+async def create(body: DeploymentIn, guard: Guard, who: Caller, response: Response) -> Deployment:
+    deployment = await guard.deployments.create(
+        body.name, stable=body.stable, actor=who.name, config=body.config
+    )
+    return _etag(response, deployment)
+
+
+@guarded(
+    router,
+    "POST",
+    "/{name:path}/canary",
+    Access.OPERATE,
+    response_model=Deployment,
+    responses=PRECONDITION,
+)
+async def start_canary(
+    name: str,
+    body: CanaryIn,
+    guard: Guard,
+    who: Caller,
+    response: Response,
+    if_match: IfMatch = None,
+) -> Deployment:
+    """Start a canary (a snapshot of the state before it is taken first)."""
+
+    async def change(expected: int | None) -> Deployment:
+        return await guard.deployments.start_canary(
+            name,
+            policy=body.policy,
+            percent=body.percent,
+            criterion=body.criterion,
+            attribute=body.attribute,
+            canary_groups=body.canary_groups,
+            stable_groups=body.stable_groups,
+            actor=who.name,
+            expected_revision=expected,
+        )
+
+    return _etag(response, await _with_precondition(body, if_match, change))
+
+
+@guarded(
+    router,
+    "POST",
+    "/{name:path}/split",
+    Access.OPERATE,
+    response_model=Deployment,
+    responses=PRECONDITION,
+)
+async def set_split(
+    name: str,
+    body: SplitIn,
+    guard: Guard,
+    who: Caller,
+    response: Response,
+    if_match: IfMatch = None,
+) -> Deployment:
+    async def change(expected: int | None) -> Deployment:
+        return await guard.deployments.set_split(
+            name,
+            percent=body.percent,
+            canary_groups=body.canary_groups,
+            stable_groups=body.stable_groups,
+            actor=who.name,
+            expected_revision=expected,
+        )
+
+    return _etag(response, await _with_precondition(body, if_match, change))
+
+
+@guarded(
+    router,
+    "POST",
+    "/{name:path}/promote",
+    Access.OPERATE,
+    response_model=Deployment,
+    responses=PRECONDITION,
+)
+async def promote(
+    name: str,
+    guard: Guard,
+    who: Caller,
+    response: Response,
+    body: PreconditionIn | None = None,
+    if_match: IfMatch = None,
+) -> Deployment:
+    async def change(expected: int | None) -> Deployment:
+        return await guard.deployments.promote(name, actor=who.name, expected_revision=expected)
+
+    return _etag(response, await _with_precondition(body, if_match, change))
+
+
+@guarded(
+    router,
+    "POST",
+    "/{name:path}/abort",
+    Access.OPERATE,
+    response_model=Deployment,
+    responses=PRECONDITION,
+)
+async def abort(
+    name: str,
+    body: AbortIn,
+    guard: Guard,
+    who: Caller,
+    response: Response,
+    if_match: IfMatch = None,
+) -> Deployment:
+    async def change(expected: int | None) -> Deployment:
+        return await guard.deployments.abort(
+            name, reason=body.reason, actor=who.name, expected_revision=expected
+        )
+
+    return _etag(response, await _with_precondition(body, if_match, change))
+
+
+@guarded(router, "GET", "/{name:path}/config", Access.READ, response_model=RollbackConfig)
+async def get_config(name: str, guard: Guard) -> RollbackConfig:
+    return (await guard.deployments.get(name)).config
+
+
+@guarded(
+    router,
+    "PATCH",
+    "/{name:path}/config",
+    Access.ADMIN,
+    response_model=Deployment,
+    responses=PRECONDITION,
+)
+async def set_config(
+    name: str,
+    body: ConfigIn,
+    guard: Guard,
+    who: Caller,
+    response: Response,
+    if_match: IfMatch = None,
+) -> Deployment:
+    """Change rollback settings at run time; unknown keys and bad values are refused."""
+
+    async def change(expected: int | None) -> Deployment:
+        return await guard.deployments.configure(
+            name, changes=body.changes, actor=who.name, expected_revision=expected
+        )
+
+    return _etag(response, await _with_precondition(body, if_match, change))
+
+
+@guarded(router, "GET", "/{name:path}/status", Access.READ, response_model=StatusOut)
+async def status(name: str, guard: Guard) -> StatusOut:
+    """The deployment, both variants' metrics over its window, and its rollback record."""
+    deployment = await guard.deployments.get(name)
+    rollbacks = await guard.rollbacks.list(deployment=name, limit=20)
+    return StatusOut(
+        deployment=deployment,
+        canary_percent=deployment.split.canary_percent,
+        metrics=await guard.observations.summary(name),
+        rollbacks=await guard.rollbacks.metrics(deployment=name),
+        open_rollbacks=[r for r in rollbacks if r.status.is_open],
+    )
+
+
+@guarded(router, "GET", "/{name:path}/snapshots", Access.READ, response_model=list[SnapshotInfo])
+async def list_snapshots(name: str, guard: Guard) -> list[SnapshotInfo]:
+    return await guard.snapshots.list(name)
+
+
+@guarded(
+    router,
+    "POST",
+    "/{name:path}/snapshots",
+    Access.OPERATE,
+    response_model=Snapshot,
+    status_code=201,
+)
+async def create_snapshot(name: str, body: SnapshotIn, guard: Guard, who: Caller) -> Snapshot:
+    return await guard.snapshots.create(
+        name, actor=who.name, note=body.note, pinned=body.pinned, metadata=body.metadata
+    )
+
+
+@guarded(router, "GET", "/{name:path}/rollbacks", Access.READ, response_model=list[RollbackRecord])
+async def list_rollbacks(
+    name: str, guard: Guard, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+) -> list[RollbackRecord]:
+    await guard.deployments.get(name)  # 404 for an unknown deployment
+    return await guard.rollbacks.list(deployment=name, limit=limit)
+
+
+@guarded(
+    router,
+    "POST",
+    "/{name:path}/rollbacks",
+    Access.OPERATE,
+    response_model=RollbackRecord,
+    status_code=201,
+    responses={
+        **PRECONDITION,
+        500: {"description": "the rollback failed; nothing changed; it is recorded"},
+    },
+)
+async def rollback(
+    name: str, body: RollbackIn, guard: Guard, who: Caller, if_match: IfMatch = None
+) -> RollbackRecord:
+    """Roll back now: to ``to`` or to the state before the canary."""
+    record: list[RollbackRecord] = []
+
+    async def change(expected: int | None) -> Deployment:
+        record.append(
+            await guard.rollbacks.rollback(
+                name, reason=body.reason, actor=who.name, to=body.to, expected_revision=expected
+            )
+        )
+        return await guard.deployments.get(name)
+
+    await _with_precondition(body, if_match, change)
+    return record[0]
+
+
+@guarded(router, "GET", "/{name:path}/metrics", Access.READ, response_model=RollbackMetrics)
+async def rollback_metrics(name: str, guard: Guard) -> RollbackMetrics:
+    await guard.deployments.get(name)
+    return await guard.rollbacks.metrics(deployment=name)
+
+
+@guarded(router, "GET", "/{name:path}", Access.STATE, response_model=Deployment)
+async def get_deployment(name: str, guard: Guard, response: Response) -> Deployment:
+    """Who gets what: stable and canary versions, the split, the state, the revision (ETag)."""
+    return _etag(response, await guard.deployments.get(name))

@@ -1,0 +1,164 @@
+"""Request and response bodies of the REST API (the domain models are reused where they fit)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from canaryguard.domain.access import ApiToken, Role
+from canaryguard.domain.assignment import Criterion
+from canaryguard.domain.models import Deployment, MetricsSummary, RollbackMetrics, RollbackRecord
+
+__all__ = [
+    "AbortIn",
+    "CanaryIn",
+    "ChangeOut",
+    "ConfigIn",
+    "DeploymentIn",
+    "PinIn",
+    "PolicySummary",
+    "PreconditionIn",
+    "PublishIn",
+    "RollbackIn",
+    "RotateOut",
+    "SchemaIn",
+    "SnapshotIn",
+    "SplitIn",
+    "StatusOut",
+    "TokenCreatedOut",
+    "TokenIn",
+    "TokenOut",
+    "VerifyOut",
+]
+
+Percent = Field(
+    ge=0, le=100, description="canary share in percent, in steps of 0.01", examples=[10]
+)
+Revision = Field(
+    default=None,
+    ge=1,
+    description="the revision you read; a stale one is refused with 409 (or send If-Match)",
+)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PublishIn(_In):
+    document: dict[str, Any] = Field(examples=[{"security": {"tls": {"min_version": "1.3"}}}])
+    version: str | None = Field(default=None, max_length=64, examples=["2026.11.1"])
+    description: str = Field(default="", max_length=2000)
+
+
+class SchemaIn(_In):
+    json_schema: dict[str, Any] = Field(alias="schema", examples=[{"type": "object"}])
+
+
+class PolicySummary(BaseModel):
+    name: str
+    latest_version: str
+    versions: int
+
+
+class ChangeOut(BaseModel):
+    path: str
+    kind: Literal["added", "removed", "changed"]
+    old: Any = None
+    new: Any = None
+
+
+class DeploymentIn(_In):
+    name: str = Field(examples=["payments-gateway/security"])
+    stable: str = Field(
+        description="policy version as name@version", examples=["payments-security@1"]
+    )
+    config: dict[str, Any] | None = Field(default=None, examples=[{"error_rate_threshold": 0.02}])
+
+
+class PreconditionIn(_In):
+    expected_revision: int | None = Revision
+
+
+class CanaryIn(PreconditionIn):
+    policy: str = Field(examples=["payments-security@2"])
+    percent: float = Percent
+    criterion: Criterion = Criterion.USER_ID
+    attribute: str | None = Field(default=None, max_length=128)
+    canary_groups: list[str] = Field(default_factory=list, max_length=100)
+    stable_groups: list[str] = Field(default_factory=list, max_length=100)
+
+
+class SplitIn(PreconditionIn):
+    percent: float = Percent
+    canary_groups: list[str] | None = Field(default=None, max_length=100)
+    stable_groups: list[str] | None = Field(default=None, max_length=100)
+
+
+class AbortIn(PreconditionIn):
+    reason: str = Field(min_length=1, max_length=2000, examples=["wrong release window"])
+
+
+class ConfigIn(PreconditionIn):
+    changes: dict[str, Any] = Field(examples=[{"error_rate_threshold": 0.02, "max_snapshots": 100}])
+
+
+class StatusOut(BaseModel):
+    deployment: Deployment
+    canary_percent: float
+    metrics: MetricsSummary
+    rollbacks: RollbackMetrics
+    open_rollbacks: list[RollbackRecord]
+
+
+class SnapshotIn(_In):
+    note: str = Field(default="", max_length=2000)
+    pinned: bool = False
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+
+class PinIn(_In):
+    pinned: bool
+
+
+class RollbackIn(PreconditionIn):
+    reason: str = Field(min_length=1, max_length=2000, examples=["canary errors 2.1 % vs 1.0 %"])
+    to: str | None = Field(
+        default=None, description="snapshot id; default: the state before the canary"
+    )
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+class TokenIn(_In):
+    name: str = Field(min_length=1, max_length=64, examples=["ci-deployer"])
+    role: Role
+    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+class TokenOut(BaseModel):
+    name: str
+    role: Role
+    created_at: AwareDatetime
+    created_by: str
+    expires_at: AwareDatetime | None
+    revoked_at: AwareDatetime | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenOut:
+        return cls.model_validate(token.model_dump(exclude={"digest"}))
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(description="the secret; shown this once and never again")
+
+
+class RotateOut(BaseModel):
+    key_id: str
+    reencrypted: int

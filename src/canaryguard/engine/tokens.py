@@ -1,0 +1,119 @@
+"""API tokens: created (shown once), listed, revoked with immediate effect, authenticated."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from canaryguard.domain.access import ApiToken, Role, check_token_name, token_digest
+from canaryguard.domain.errors import AlreadyExists, InvalidInput, NotFound
+from canaryguard.engine.unit import Ports, unit_of_work
+
+__all__ = ["MIN_TOKEN_LENGTH", "TokenService", "new_secret"]
+
+MIN_TOKEN_LENGTH = 32
+BOOTSTRAP_NAME = "admin"
+
+
+def new_secret() -> str:
+    return f"cgt_{secrets.token_urlsafe(32)}"
+
+
+class TokenService:
+    def __init__(self, ports: Ports) -> None:
+        self._ports = ports
+
+    async def create(
+        self,
+        name: str,
+        *,
+        role: Role | str,
+        actor: str,
+        expires_in: timedelta | None = None,
+        secret: str | None = None,
+    ) -> tuple[ApiToken, str]:
+        """A new token; returns it with its secret, which is never stored or shown again."""
+        check_token_name(name)
+        try:
+            chosen = Role(role)
+        except ValueError as exc:
+            roles = ", ".join(r.value for r in Role)
+            raise InvalidInput(f"unknown role {role!r}; use one of {roles}") from exc
+        if expires_in is not None and expires_in <= timedelta(0):
+            raise InvalidInput("a token's lifetime must be positive")
+        if secret is not None and len(secret) < MIN_TOKEN_LENGTH:
+            raise InvalidInput(
+                f"a token must be at least {MIN_TOKEN_LENGTH} characters; "
+                "use a random one (for example: openssl rand -base64 32)"
+            )
+        secret = secret or new_secret()
+        async with unit_of_work(self._ports, actor) as unit:
+            if await unit.tx.tokens.get(name) is not None:
+                raise AlreadyExists(
+                    f"a token named {name!r} exists; revoke it or pick another name"
+                )
+            token = ApiToken(
+                name=name,
+                role=chosen,
+                digest=token_digest(secret),
+                created_at=unit.now,
+                created_by=unit.actor,
+                expires_at=unit.now + expires_in if expires_in is not None else None,
+            )
+            if await unit.tx.tokens.by_digest(token.digest) is not None:
+                raise AlreadyExists("that token is already registered under another name")
+            await unit.tx.tokens.insert(token)
+            await unit.audit(
+                "token.create",
+                details={"name": name, "role": chosen.value, "expires_at": _iso(token)},
+            )
+        return token, secret
+
+    async def revoke(self, name: str, *, actor: str) -> ApiToken:
+        """Revoke ``name``; requests with it are refused from now on."""
+        async with unit_of_work(self._ports, actor) as unit:
+            token = await unit.tx.tokens.get(name)
+            if token is None:
+                raise NotFound(f"no token named {name!r}")
+            if token.revoked_at is None:
+                await unit.tx.tokens.revoke(name, at=unit.now)
+                await unit.audit("token.revoke", details={"name": name})
+                token = token.model_copy(update={"revoked_at": unit.now})
+        return token
+
+    async def list(self) -> list[ApiToken]:
+        async with self._ports.store.read() as tx:
+            return await tx.tokens.all()
+
+    async def authenticate(self, secret: str) -> ApiToken | None:
+        """The token ``secret`` belongs to, if it exists, is not revoked and has not expired."""
+        async with self._ports.store.read() as tx:
+            token = await tx.tokens.by_digest(token_digest(secret))
+        if token is None or not token.usable_at(self._ports.clock.now()):
+            return None
+        return token
+
+    async def bootstrap_admin(self, *, preset: str | None) -> str | None:
+        """Make sure an admin can get in on first start.
+
+        With ``preset`` (``CANARYGUARD_ADMIN_TOKEN``), that token is registered as admin if it is
+        not yet known. Without it, an admin token is created only when no token exists at all;
+        its secret is returned so the caller can show it once.
+        """
+        if preset is not None:
+            async with self._ports.store.read() as tx:
+                known = await tx.tokens.by_digest(token_digest(preset))
+            if known is None:
+                await self.create(
+                    "admin-preset", role=Role.ADMIN, actor="canaryguard", secret=preset
+                )
+            return None
+        async with self._ports.store.read() as tx:
+            if await tx.tokens.count() > 0:
+                return None
+        _, secret = await self.create(BOOTSTRAP_NAME, role=Role.ADMIN, actor="canaryguard")
+        return secret
+
+
+def _iso(token: ApiToken) -> str | None:
+    return token.expires_at.isoformat() if token.expires_at is not None else None
