@@ -1,0 +1,92 @@
+"""A real canaryguard server (uvicorn on loopback) in a background thread, for API and CLI tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from canaryguard.api.app import create_app
+from canaryguard.api.server import prepare
+from canaryguard.wiring import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    url: str
+    admin_token: str
+    settings: Settings
+    messages: list[str]
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+
+@contextmanager
+def running_server(data_dir: Path, db_url: str | None = None, *, heartbeat_seconds: float = 15.0) -> Iterator[RunningServer]:
+    """Start ``canaryguard serve`` (the same preparation and app) on a free loopback port."""
+    settings = Settings(data_dir=data_dir, db_url=db_url)
+    port = free_port()
+    messages: list[str] = []
+    started = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def main() -> None:
+        guard = await prepare(settings, messages.append)
+        try:
+            app = create_app(guard, heartbeat_seconds=heartbeat_seconds)
+            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+            server = uvicorn.Server(config)
+            holder["server"] = server
+            started.set()
+            await server.serve()
+        finally:
+            await guard.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced to the test below
+            holder["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=run, name=f"canaryguard-{port}", daemon=True)
+    thread.start()
+    started.wait(30)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while "error" not in holder:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("canaryguard did not become ready")
+        time.sleep(0.05)
+    if "error" in holder:
+        raise RuntimeError("the server failed to start") from holder["error"]  # type: ignore[arg-type]
+    token = (data_dir / "admin-token").read_text().strip()
+    try:
+        yield RunningServer(url=url, admin_token=token, settings=settings, messages=messages)
+    finally:
+        server = holder["server"]
+        assert isinstance(server, uvicorn.Server)
+        server.should_exit = True
+        thread.join(30)
