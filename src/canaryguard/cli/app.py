@@ -1,53 +1,137 @@
-"""The ``canaryguard`` Typer application."""
+"""The ``canaryguard`` command line: ``serve`` runs the server; every other command talks to it
+over HTTP (``--server``/``CANARYGUARD_URL``, ``--token``/``CANARYGUARD_TOKEN``).
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 conflict, 4 not allowed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from canaryguard.cli import commands_admin, commands_deploy, commands_policy, commands_records
+from canaryguard.cli.client import DEFAULT_URL, EXIT_ERROR, ApiClient, CliError, default_token
+from canaryguard.cli.context import Context
+from canaryguard.cli.output import Out
 from canaryguard.cli.walkthrough import run_walkthrough
 from canaryguard.domain.errors import CanaryGuardError
-from canaryguard.wiring import Settings
+from canaryguard.wiring import DEFAULT_DATA_DIR, Settings
 
 __all__ = ["app", "main"]
+
+EPILOG = "Exit codes: 0 ok, 1 error, 2 usage, 3 conflict (stale revision or state), 4 not allowed."
 
 app = typer.Typer(
     name="canaryguard",
     help="Roll out versioned policy configuration as canaries; roll back bad ones in seconds.",
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+app.add_typer(commands_policy.app, name="policy")
+app.add_typer(commands_deploy.app, name="deploy")
+app.add_typer(commands_records.snapshot_app, name="snapshot")
+app.add_typer(commands_records.audit_app, name="audit")
+app.add_typer(commands_admin.config_app, name="config")
+app.add_typer(commands_admin.token_app, name="token")
+app.add_typer(commands_admin.keys_app, name="keys")
+app.command("status")(commands_deploy.status)
+app.command("rollback")(commands_records.rollback)
+app.command("events")(commands_records.events)
 
-EXIT_ERROR = 1
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="SQLite database, key file and admin token (default ./.canaryguard)"
+    ),
+]
+
+
+def _data_dir(value: Path | None) -> Path:
+    return value or Path(os.environ.get("CANARYGUARD_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
 @app.callback()
-def _root() -> None:
-    """canaryguard."""
+def _root(
+    ctx: typer.Context,
+    server: Annotated[
+        str, typer.Option("--server", envvar="CANARYGUARD_URL", help="canaryguard URL")
+    ] = DEFAULT_URL,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", help="API token (default: CANARYGUARD_TOKEN, or the local admin-token file)"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    ctx.obj = Context(
+        api=ApiClient(base_url=server, token=token or default_token(_data_dir(data_dir))),
+        out=Out(as_json=as_json),
+    )
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", envvar="CANARYGUARD_DB", help="database URL (default SQLite)"),
+    ] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65_535)] = 8000,
+) -> None:
+    """Run the controller, the REST API and the event stream."""
+    from canaryguard.api.server import serve as run_server  # noqa: PLC0415 - only serve needs uvicorn
+
+    settings = Settings.from_env(data_dir=_data_dir(data_dir), db_url=db)
+    console = Console()
+    try:
+        asyncio.run(run_server(settings, host=host, port=port, announce=console.print))
+    except CanaryGuardError as exc:
+        raise CliError(str(exc)) from exc
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()
 def walkthrough(
-    data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="where the SQLite database and key file live")
-    ] = Path(".canaryguard"),
+    data_dir: DataDir = None,
     db: Annotated[
         str | None, typer.Option("--db", help="database URL (default: SQLite in --data-dir)")
     ] = None,
 ) -> None:
-    """Publish two policy versions, start a canary, roll it back, and show the record."""
-    console = Console()
-    settings = Settings.from_env(data_dir=data_dir, db_url=db)
+    """Library walkthrough, no server: publish, canary, roll back, show the record."""
+    settings = Settings.from_env(data_dir=_data_dir(data_dir), db_url=db)
     try:
-        asyncio.run(run_walkthrough(settings, console))
+        asyncio.run(run_walkthrough(settings, Console()))
     except CanaryGuardError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_ERROR) from exc
+        raise CliError(str(exc)) from exc
 
 
 def main() -> None:
-    app()
+    """Entry point: run the CLI, turning known failures into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except CliError as exc:
+        Out().error(str(exc))
+        raise SystemExit(exc.code) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        Out().error("aborted")
+        raise SystemExit(EXIT_ERROR) from None
+    except Exception as exc:
+        import click  # noqa: PLC0415
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise

@@ -1,0 +1,46 @@
+"""Printing: JSON for scripts (``--json``), Rich tables and lines for people."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["Out"]
+
+
+@dataclass
+class Out:
+    as_json: bool = False
+    console: Console = field(default_factory=Console)
+    errors: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def json(self, value: Any) -> None:
+        print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+    def result(self, value: Any, message: str) -> None:
+        """``value`` as JSON with --json, else ``message`` for people."""
+        if self.as_json:
+            self.json(value)
+        else:
+            self.console.print(message, highlight=False)
+
+    def table(
+        self, value: Any, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        if self.as_json:
+            self.json(value)
+            return
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*("" if cell is None else str(cell) for cell in row))
+        self.console.print(table)
+
+    def error(self, message: str) -> None:
+        self.errors.print(f"[red]error:[/red] {message}", highlight=False)
