@@ -20,6 +20,7 @@ from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.wiring import Settings, open_canaryguard
+from tests.servers import RunningServer, running_server
 
 PG_DSN = os.environ.get("CANARYGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("CANARYGUARD_REQUIRE_SERVICES") == "1"
@@ -92,3 +93,11 @@ async def app(
     )
     yield guard
     await guard.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+    """A real canaryguard server on loopback: the embedded default, or PostgreSQL."""
+    db_url = None if request.param == "sqlite" else request.getfixturevalue("pg_schema")
+    with running_server(tmp_path / "data", db_url, heartbeat_seconds=0.5) as running:
+        yield running

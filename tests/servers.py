@@ -39,7 +39,9 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(data_dir: Path, db_url: str | None = None, *, heartbeat_seconds: float = 15.0) -> Iterator[RunningServer]:
+def running_server(
+    data_dir: Path, db_url: str | None = None, *, heartbeat_seconds: float = 15.0
+) -> Iterator[RunningServer]:
     """Start ``canaryguard serve`` (the same preparation and app) on a free loopback port."""
     settings = Settings(data_dir=data_dir, db_url=db_url)
     port = free_port()
@@ -51,7 +53,9 @@ def running_server(data_dir: Path, db_url: str | None = None, *, heartbeat_secon
         guard = await prepare(settings, messages.append)
         try:
             app = create_app(guard, heartbeat_seconds=heartbeat_seconds)
-            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            )
             server = uvicorn.Server(config)
             holder["server"] = server
             started.set()
@@ -80,8 +84,9 @@ def running_server(data_dir: Path, db_url: str | None = None, *, heartbeat_secon
         if time.monotonic() > deadline:
             raise TimeoutError("canaryguard did not become ready")
         time.sleep(0.05)
-    if "error" in holder:
-        raise RuntimeError("the server failed to start") from holder["error"]  # type: ignore[arg-type]
+    failure = holder.get("error")
+    if isinstance(failure, BaseException):
+        raise RuntimeError("the server failed to start") from failure  # noqa: TRY004 - not a type check
     token = (data_dir / "admin-token").read_text().strip()
     try:
         yield RunningServer(url=url, admin_token=token, settings=settings, messages=messages)

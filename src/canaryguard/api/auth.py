@@ -7,12 +7,13 @@ added by accident: :func:`check_every_route_is_guarded` refuses to start such an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.routing import APIRoute
 
+from canaryguard.api.problems import Problem
 from canaryguard.domain.access import Access, ApiToken
 from canaryguard.engine.app import CanaryGuard
 
@@ -20,6 +21,30 @@ __all__ = ["ACCESS_KEY", "caller", "check_every_route_is_guarded", "get_guard", 
 
 ACCESS_KEY = "x-canaryguard-access"
 API_PREFIX = "/api/v1"
+
+
+PROBLEMS = {
+    400: "the input is wrong (the detail says what and where); nothing changed",
+    401: "no token, or an unknown, revoked or expired one",
+    403: "the token's role may not do this",
+    404: "no such deployment, policy, version, snapshot, rollback or token",
+    409: "a conflict: stale revision, taken name, or a state that does not allow this",
+    413: "the body is too large",
+    422: "the request does not match this operation's schema, or a policy its JSON Schema",
+}
+
+
+PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "model": Problem,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
 
 
 def get_guard(request: Request) -> CanaryGuard:
@@ -67,11 +92,14 @@ def guarded(
     extra = dict(kwargs.pop("openapi_extra", None) or {})
     extra[ACCESS_KEY] = access.value
     extra["x-canaryguard-roles"] = sorted(role.value for role in access.roles)
-    responses = {
-        401: {"description": "no token, or an unknown, revoked or expired one"},
-        403: {"description": "the token's role may not do this"},
-        **kwargs.pop("responses", {}),
+    responses: dict[int | str, dict[str, Any]] = {
+        status: _problem(description) for status, description in PROBLEMS.items()
     }
+    for status, extra_response in kwargs.pop("responses", {}).items():
+        if int(status) >= 400:
+            responses[status] = _problem(extra_response["description"])
+        else:
+            responses[status] = extra_response
     return router.api_route(
         path,
         methods=[method],
@@ -82,11 +110,11 @@ def guarded(
     )
 
 
-def check_every_route_is_guarded(app: FastAPI) -> None:
-    for route in app.routes:
-        if (
-            isinstance(route, APIRoute)
-            and route.path.startswith(API_PREFIX)
-            and ACCESS_KEY not in (route.openapi_extra or {})
-        ):
-            raise RuntimeError(f"route {route.methods} {route.path} declares no access")
+def check_every_route_is_guarded(routers: Iterable[APIRouter]) -> None:
+    """Refuse a router with a route under /api/v1 that declares no access."""
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                raise TypeError(f"{route!r} is not a plain API route; guard it explicitly")
+            if route.path.startswith(API_PREFIX) and ACCESS_KEY not in (route.openapi_extra or {}):
+                raise RuntimeError(f"route {route.methods} {route.path} declares no access")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from canaryguard.api.auth import caller, get_guard, guarded
 from canaryguard.api.problems import PreconditionFailed
 from canaryguard.api.schemas import (
+    MAX_SEQ,
     AbortIn,
     CanaryIn,
     ConfigIn,
@@ -61,6 +62,8 @@ async def _with_precondition(
         return await change(body.expected_revision if body is not None else None)
     try:
         expected = int(if_match.strip().strip('"').removeprefix("W/").strip('"'))
+        if not 1 <= expected <= MAX_SEQ:
+            raise ValueError(if_match)
     except ValueError as exc:
         raise InvalidInput(f'If-Match must be a revision like "7", got {if_match!r}') from exc
     try:

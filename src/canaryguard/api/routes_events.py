@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from canaryguard.api.auth import get_guard, guarded
+from canaryguard.api.schemas import MAX_SEQ
 from canaryguard.domain.access import Access
 from canaryguard.domain.errors import InvalidInput
 from canaryguard.domain.events import EventRecord
@@ -34,7 +35,7 @@ def sse_message(record: EventRecord) -> str:
 async def event_log(
     guard: Guard,
     deployment: str | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[dict[str, Any]]:
     """Stored events after ``after`` as CloudEvents, oldest first."""
@@ -57,7 +58,7 @@ async def stream(
     guard: Guard,
     deployment: str | None = None,
     after: Annotated[
-        int | None, Query(ge=0, description="replay events after this sequence number")
+        int | None, Query(ge=0, le=MAX_SEQ, description="replay events after this sequence number")
     ] = None,
     last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
 ) -> StreamingResponse:
@@ -65,6 +66,8 @@ async def stream(
     if last_event_id is not None:
         try:
             start = int(last_event_id)
+            if not 0 <= start <= MAX_SEQ:
+                raise ValueError(last_event_id)
         except ValueError as exc:
             raise InvalidInput(
                 f"Last-Event-ID must be an event id (a number), got {last_event_id!r}"

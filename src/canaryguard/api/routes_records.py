@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from canaryguard.api.auth import caller, get_guard, guarded
-from canaryguard.api.schemas import ChangeOut, PinIn, VerifyOut
+from canaryguard.api.schemas import MAX_SEQ, ChangeOut, PinIn, VerifyOut
 from canaryguard.domain.access import Access, ApiToken
 from canaryguard.domain.models import (
     AuditRecord,
@@ -110,7 +110,7 @@ async def show_rollback(rollback_id: str, guard: Guard) -> RollbackRecord:
 async def list_audit(
     guard: Guard,
     deployment: str | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Limit = 100,
 ) -> list[AuditRecord]:
     """Audit records after sequence number ``after``, oldest first."""

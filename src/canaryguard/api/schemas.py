@@ -11,6 +11,7 @@ from canaryguard.domain.assignment import Criterion
 from canaryguard.domain.models import Deployment, MetricsSummary, RollbackMetrics, RollbackRecord
 
 __all__ = [
+    "MAX_SEQ",
     "AbortIn",
     "CanaryIn",
     "ChangeOut",
@@ -35,9 +36,12 @@ __all__ = [
 Percent = Field(
     ge=0, le=100, description="canary share in percent, in steps of 0.01", examples=[10]
 )
+# sequence numbers and revisions are 64-bit in the database; larger numbers cannot name one
+MAX_SEQ = 2**62
 Revision = Field(
     default=None,
     ge=1,
+    le=MAX_SEQ,
     description="the revision you read; a stale one is refused with 409 (or send If-Match)",
 )
 

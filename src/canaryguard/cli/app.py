@@ -15,14 +15,16 @@ import typer
 from rich.console import Console
 
 from canaryguard.cli import commands_admin, commands_deploy, commands_policy, commands_records
-from canaryguard.cli.client import DEFAULT_URL, EXIT_ERROR, ApiClient, CliError, default_token
+from canaryguard.cli.client import DEFAULT_URL, ApiClient, CliError, default_token
 from canaryguard.cli.context import Context
 from canaryguard.cli.output import Out
-from canaryguard.cli.walkthrough import run_walkthrough
 from canaryguard.domain.errors import CanaryGuardError
-from canaryguard.wiring import DEFAULT_DATA_DIR, Settings
 
 __all__ = ["app", "main"]
+
+DEFAULT_DATA_DIR = Path(
+    ".canaryguard"
+)  # the same default as canaryguard.wiring, without its imports
 
 EPILOG = "Exit codes: 0 ok, 1 error, 2 usage, 3 conflict (stale revision or state), 4 not allowed."
 
@@ -89,7 +91,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65_535)] = 8000,
 ) -> None:
     """Run the controller, the REST API and the event stream."""
-    from canaryguard.api.server import serve as run_server  # noqa: PLC0415 - only serve needs uvicorn
+    # imported here: the server stack is only needed by `serve`, and the other commands start fast
+    from canaryguard.api.server import serve as run_server  # noqa: PLC0415
+    from canaryguard.wiring import Settings  # noqa: PLC0415
 
     settings = Settings.from_env(data_dir=_data_dir(data_dir), db_url=db)
     console = Console()
@@ -109,6 +113,9 @@ def walkthrough(
     ] = None,
 ) -> None:
     """Library walkthrough, no server: publish, canary, roll back, show the record."""
+    from canaryguard.cli.walkthrough import run_walkthrough  # noqa: PLC0415
+    from canaryguard.wiring import Settings  # noqa: PLC0415
+
     settings = Settings.from_env(data_dir=_data_dir(data_dir), db_url=db)
     try:
         asyncio.run(run_walkthrough(settings, Console()))
@@ -117,21 +124,10 @@ def walkthrough(
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning known failures into one line and an exit code."""
+    """Entry point. Click handles usage errors itself (exit 2); known failures become one line
+    on stderr and their exit code, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()
     except CliError as exc:
         Out().error(str(exc))
         raise SystemExit(exc.code) from None
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
-        Out().error("aborted")
-        raise SystemExit(EXIT_ERROR) from None
-    except Exception as exc:
-        import click  # noqa: PLC0415
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise

@@ -1,0 +1,5 @@
+"""``python -m canaryguard`` runs the command line."""
+
+from canaryguard.cli import main
+
+main()

@@ -1,0 +1,288 @@
+"""The REST API against a real uvicorn on loopback, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.servers import RunningServer
+
+NAME = "payments/security"
+DOC1 = {"security": {"tls": "1.2"}, "rate_limit": 100}
+DOC2 = {"security": {"tls": "1.3"}, "rate_limit": 50}
+
+
+def setup_canary(client: httpx.Client, percent: float = 10) -> dict[str, object]:
+    assert client.post("/api/v1/policies/sec/versions", json={"document": DOC1}).status_code == 201
+    assert client.post("/api/v1/policies/sec/versions", json={"document": DOC2}).status_code == 201
+    assert (
+        client.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"}).status_code
+        == 201
+    )
+    response = client.post(
+        f"/api/v1/deployments/{NAME}/canary", json={"policy": "sec@2", "percent": percent}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_publishing_identical_content_returns_200_and_the_same_version(
+    server: RunningServer,
+) -> None:
+    with server.client() as client:
+        first = client.post("/api/v1/policies/sec/versions", json={"document": DOC1})
+        again = client.post(
+            "/api/v1/policies/sec/versions", json={"document": dict(reversed(DOC1.items()))}
+        )
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json() == again.json()
+
+
+def test_canary_then_rollback_over_http(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        rolled = client.post(f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "errors up"})
+        deployment = client.get(f"/api/v1/deployments/{NAME}").json()
+    assert rolled.status_code == 201
+    assert rolled.json()["status"] == "completed"
+    assert (deployment["state"], deployment["canary"], deployment["revision"]) == (
+        "rolled_back",
+        None,
+        3,
+    )
+
+
+def test_deployment_read_carries_its_revision_as_etag(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.get(f"/api/v1/deployments/{NAME}")
+    assert response.headers["etag"] == '"2"'
+
+
+def test_stale_if_match_gets_412_and_changes_nothing(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        stale = client.post(
+            f"/api/v1/deployments/{NAME}/split", json={"percent": 50}, headers={"If-Match": '"1"'}
+        )
+        after = client.get(f"/api/v1/deployments/{NAME}").json()
+    assert stale.status_code == 412
+    assert stale.json()["current_revision"] == 2
+    assert after["split"]["canary_basis_points"] == 1000
+
+
+def test_current_if_match_applies(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        ok = client.post(
+            f"/api/v1/deployments/{NAME}/split", json={"percent": 50}, headers={"If-Match": '"2"'}
+        )
+    assert (ok.status_code, ok.headers["etag"]) == (200, '"3"')
+
+
+def test_stale_expected_revision_gets_409_problem(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        stale = client.post(
+            f"/api/v1/deployments/{NAME}/split", json={"percent": 50, "expected_revision": 1}
+        )
+    assert stale.status_code == 409
+    assert stale.headers["content-type"] == "application/problem+json"
+    assert stale.json()["type"].endswith("/conflict")
+
+
+def test_unknown_deployment_is_a_404_problem_naming_it(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.get("/api/v1/deployments/no/such")
+    problem = response.json()
+    assert (response.status_code, problem["status"], problem["title"]) == (404, 404, "Not Found")
+    assert "no/such" in problem["detail"]
+
+
+def test_wrong_type_in_the_body_is_a_422_problem_naming_the_field(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": "lots"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["path"] == "body/percent"
+
+
+def test_unknown_field_in_the_body_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(
+            f"/api/v1/deployments/{NAME}/split", json={"percent": 5, "persent": 6}
+        )
+    assert response.status_code == 422
+    assert "persent" in response.json()["detail"]
+
+
+def test_percentage_out_of_range_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 101})
+    assert response.status_code == 422
+
+
+def test_schema_violation_lists_each_failed_rule(server: RunningServer) -> None:
+    with server.client() as client:
+        schema = {"type": "object", "properties": {"rate_limit": {"minimum": 1}}}
+        assert client.put("/api/v1/policies/sec/schema", json={"schema": schema}).status_code == 204
+        response = client.post(
+            "/api/v1/policies/sec/versions", json={"document": {"rate_limit": 0}}
+        )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"path": "/rate_limit", "message": "minimum: 0 is less than the minimum of 1"}
+    ]
+
+
+def test_oversized_body_is_refused_with_413(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/policies/sec/versions",
+            content=b'{"document": {"x": "' + b"a" * 3_000_000 + b'"}}',
+            headers={"content-type": "application/json"},
+        )
+        names = client.get("/api/v1/policies").json()
+    assert response.status_code == 413
+    assert names == []
+
+
+def test_illegal_transition_is_a_409_problem(server: RunningServer) -> None:
+    with server.client() as client:
+        client.post("/api/v1/policies/sec/versions", json={"document": DOC1})
+        client.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"})
+        response = client.post(f"/api/v1/deployments/{NAME}/promote")
+    assert response.status_code == 409
+    assert response.json()["detail"] == "cannot promote a deployment that is idle"
+
+
+def test_audit_names_the_token_as_actor(server: RunningServer) -> None:
+    with server.client() as client:
+        made = client.post(
+            "/api/v1/tokens", json={"name": "ci-deployer", "role": "operator"}
+        ).json()
+    with server.client(made["token"]) as operator:
+        setup_canary(operator)
+    with server.client() as client:
+        actors = {
+            r["actor"] for r in client.get("/api/v1/audit", params={"deployment": NAME}).json()
+        }
+    assert actors == {"ci-deployer"}
+
+
+def test_revoked_token_is_refused_at_once(server: RunningServer) -> None:
+    with server.client() as client:
+        made = client.post("/api/v1/tokens", json={"name": "temp", "role": "viewer"}).json()
+        with server.client(made["token"]) as viewer:
+            assert viewer.get("/api/v1/deployments").status_code == 200
+            assert client.delete("/api/v1/tokens/temp").status_code == 200
+            assert viewer.get("/api/v1/deployments").status_code == 401
+
+
+def test_expired_token_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        made = client.post(
+            "/api/v1/tokens", json={"name": "brief", "role": "viewer", "expires_in_days": 0.00001}
+        ).json()
+    time.sleep(1.0)
+    with server.client(made["token"]) as viewer:
+        assert viewer.get("/api/v1/deployments").status_code == 401
+
+
+def test_token_list_never_shows_secrets_or_digests(server: RunningServer) -> None:
+    with server.client() as client:
+        client.post("/api/v1/tokens", json={"name": "t1", "role": "viewer"})
+        listed = client.get("/api/v1/tokens").text
+    assert "sha256" not in listed
+    assert "cgt_" not in listed
+
+
+def test_weak_token_name_or_role_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        bad_role = client.post("/api/v1/tokens", json={"name": "x", "role": "root"})
+        bad_name = client.post("/api/v1/tokens", json={"name": "a b", "role": "viewer"})
+    assert (bad_role.status_code, bad_name.status_code) == (422, 400)
+
+
+def test_snapshot_pin_diff_and_show(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        made = client.post(
+            f"/api/v1/deployments/{NAME}/snapshots", json={"note": "mark", "pinned": False}
+        ).json()
+        pinned = client.post(f"/api/v1/snapshots/{made['id']}/pin", json={"pinned": True}).json()
+        first = client.get(f"/api/v1/deployments/{NAME}/snapshots").json()[0]["id"]
+        changes = client.get(f"/api/v1/snapshots/{first}/diff/{made['id']}").json()
+        shown = client.get(f"/api/v1/snapshots/{made['id']}").json()
+    assert pinned["pinned"] is True
+    assert "/state" in {c["path"] for c in changes}
+    assert shown["canary"]["document"] == DOC2
+
+
+def test_config_change_needs_admin_and_validates(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        bad = client.patch(
+            f"/api/v1/deployments/{NAME}/config", json={"changes": {"max_snapshots": -1}}
+        )
+        good = client.patch(
+            f"/api/v1/deployments/{NAME}/config", json={"changes": {"max_snapshots": 7}}
+        )
+        shown = client.get(f"/api/v1/deployments/{NAME}/config").json()
+    assert (bad.status_code, good.status_code, shown["max_snapshots"]) == (400, 200, 7)
+
+
+def test_status_reports_metrics_and_rollbacks(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        client.post(f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "r"})
+        status = client.get(f"/api/v1/deployments/{NAME}/status").json()
+    assert status["rollbacks"]["total_rollbacks"] == 1
+    assert status["metrics"]["window_seconds"] == 300
+
+
+def test_metrics_endpoint_reports_rollbacks_and_canaries(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client, percent=12.5)
+        before = client.get("/metrics").text
+        client.post(f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "r"})
+        time.sleep(0.2)  # the duration histogram is fed by the event bus
+        after = client.get("/metrics").text
+    assert f'canaryguard_canary_percent{{deployment="{NAME}"}} 12.5' in before
+    assert (
+        f'canaryguard_deployment_state{{deployment="{NAME}",state="canary_active"}} 1.0' in before
+    )
+    assert 'canaryguard_rollbacks_total{kind="manual",outcome="completed"} 1.0' in after
+    assert "canaryguard_rollback_duration_milliseconds_count 1.0" in after
+    assert "canaryguard_event_bus_dropped_total 0.0" in after
+
+
+def test_health_and_readiness(server: RunningServer) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready"}
+
+
+def test_openapi_documents_every_route_with_its_roles(server: RunningServer) -> None:
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+    assert operations
+    assert all("x-canaryguard-roles" in op for op in operations)
+
+
+def test_first_start_prints_the_admin_token_once(server: RunningServer) -> None:
+    shown = [m for m in server.messages if "admin token" in m]
+    assert len(shown) == 1
+    assert server.admin_token in shown[0]
+    assert (server.settings.data_dir / "admin-token").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("path", ["/api/v1/deployments", "/api/v1/tokens"])
+def test_missing_token_is_401_with_a_bearer_challenge(server: RunningServer, path: str) -> None:
+    response = httpx.get(f"{server.url}{path}")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"

@@ -1,0 +1,208 @@
+"""The CLI as a user runs it: a separate process talking to a real server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from canaryguard.wiring import Settings
+from tests.servers import RunningServer, free_port
+
+EXAMPLES = resources.files("canaryguard") / "examples"
+NAME = "payments/security"
+
+
+def cli(
+    server: RunningServer | None, *args: str, token: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYGUARD_")}
+    env["COLUMNS"] = "200"
+    if server is not None:
+        env["CANARYGUARD_URL"] = server.url
+        env["CANARYGUARD_TOKEN"] = token if token is not None else server.admin_token
+    return subprocess.run(
+        [sys.executable, "-m", "canaryguard", *args],
+        capture_output=True, text=True, env=env, input=stdin, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def ok(server: RunningServer, *args: str) -> Any:
+    result = cli(server, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def example(name: str) -> str:
+    return str(Path(str(EXAMPLES / name)))
+
+
+def start_canary(server: RunningServer) -> None:
+    ok(
+        server,
+        "policy",
+        "schema",
+        "set",
+        "payments-security",
+        example("security-policy.schema.json"),
+    )
+    ok(server, "policy", "push", example("security-v1.yaml"), "--name", "payments-security")
+    ok(server, "policy", "push", example("security-v2.toml"), "--name", "payments-security")
+    ok(server, "deploy", "create", NAME, "--stable", "payments-security@1")
+    ok(server, "deploy", "canary", NAME, "--policy", "payments-security@2", "--percent", "10")
+
+
+def test_canary_and_rollback_from_the_command_line(server: RunningServer) -> None:
+    start_canary(server)
+    record = ok(server, "rollback", NAME, "--reason", "handshake failures", "--yes")
+    status = ok(server, "status", NAME)
+    assert record["status"] == "completed"
+    assert (status["deployment"]["state"], status["rollbacks"]["total_rollbacks"]) == (
+        "rolled_back",
+        1,
+    )
+
+
+def test_listing_commands_print_json(server: RunningServer) -> None:
+    start_canary(server)
+    assert [p["name"] for p in ok(server, "policy", "list")] == ["payments-security"]
+    assert [s["kind"] for s in ok(server, "snapshot", "list", NAME)] == ["before_canary"]
+    assert ok(server, "audit", "verify")["ok"] is True
+    assert ok(server, "config", "show", NAME)["max_snapshots"] == 50
+    assert (
+        ok(server, "events", NAME, "--limit", "3")[0]["type"] == "io.canaryguard.deployment.created"
+    )
+    assert {t["name"] for t in ok(server, "token", "list")} == {"admin"}
+
+
+def test_people_get_tables(server: RunningServer) -> None:
+    start_canary(server)
+    result = cli(server, "status")
+    assert result.returncode == 0
+    assert "canary_active" in result.stdout
+    assert NAME in result.stdout
+
+
+def test_policy_diff_shows_changed_fields(server: RunningServer) -> None:
+    start_canary(server)
+    changes = ok(server, "policy", "diff", "payments-security@1", "payments-security@2")
+    assert "/security/tls/min_version" in {c["path"] for c in changes}
+
+
+def test_config_set_parses_values(server: RunningServer) -> None:
+    start_canary(server)
+    ok(server, "config", "set", NAME, "error_rate_threshold=0.02", "auto_rollback_enabled=false")
+    shown = ok(server, "config", "show", NAME)
+    assert (shown["error_rate_threshold"], shown["auto_rollback_enabled"]) == (0.02, False)
+
+
+def test_snapshot_create_pin_and_diff(server: RunningServer) -> None:
+    start_canary(server)
+    made = ok(server, "snapshot", "create", NAME, "--note", "before lunch", "--pin")
+    first = ok(server, "snapshot", "list", NAME)[0]["id"]
+    assert made["note"] == "before lunch"
+    assert ok(server, "snapshot", "pin", made["id"], "--off")["pinned"] is False
+    assert "/note" in {c["path"] for c in ok(server, "snapshot", "diff", first, made["id"])}
+
+
+def test_token_create_then_use_then_revoke(server: RunningServer) -> None:
+    made = ok(server, "token", "create", "--name", "reader", "--role", "viewer")
+    assert cli(server, "status", token=made["token"]).returncode == 0
+    ok(server, "token", "revoke", "reader")
+    assert cli(server, "status", token=made["token"]).returncode == 4
+
+
+def test_bad_token_exits_4_with_a_short_message(server: RunningServer) -> None:
+    result = cli(server, "status", token="cgt_not-a-real-token-at-all")
+    assert result.returncode == 4
+    assert "unknown, revoked or expired" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_role_without_permission_exits_4(server: RunningServer) -> None:
+    made = ok(server, "token", "create", "--name", "watcher", "--role", "viewer")
+    result = cli(server, "deploy", "create", "x", "--stable", "a@1", token=made["token"])
+    assert result.returncode == 4
+    assert "viewer role may not" in result.stderr
+
+
+def test_unknown_deployment_exits_1(server: RunningServer) -> None:
+    result = cli(server, "status", "ghost")
+    assert result.returncode == 1
+    assert "no deployment named 'ghost'" in result.stderr
+
+
+def test_conflict_exits_3(server: RunningServer) -> None:
+    start_canary(server)
+    result = cli(server, "deploy", "split", NAME, "--percent", "20", "--expect-revision", "1")
+    assert result.returncode == 3
+    assert "revision 2, not 1" in result.stderr
+
+
+def test_server_down_exits_1_and_says_so() -> None:
+    down = RunningServer(
+        url=f"http://127.0.0.1:{free_port()}", admin_token="cgt_x", settings=Settings(), messages=[]
+    )
+    result = cli(down, "status")
+    assert result.returncode == 1
+    assert "cannot reach canaryguard" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_policy_file_is_refused_before_sending(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("security: [\n")
+    result = cli(server, "policy", "push", str(broken), "--name", "sec")
+    assert result.returncode == 1
+    assert "invalid YAML" in result.stderr
+    assert ok(server, "policy", "list") == []
+
+
+def test_rollback_without_yes_and_without_a_terminal_refuses(server: RunningServer) -> None:
+    start_canary(server)
+    result = cli(server, "rollback", NAME, "--reason", "r", stdin="")
+    assert result.returncode == 2
+    assert "--yes" in result.stderr
+    assert ok(server, "status", NAME)["deployment"]["state"] == "canary_active"
+
+
+def test_rollback_list_and_show(server: RunningServer) -> None:
+    start_canary(server)
+    record = ok(server, "rollback", NAME, "--reason", "r", "--yes")
+    assert [r["id"] for r in ok(server, "rollback", "list", NAME)] == [record["id"]]
+    assert ok(server, "rollback", "show", record["id"])[0]["reason"] == "r"
+
+
+def test_audit_verify_exits_0_when_intact(server: RunningServer) -> None:
+    result = cli(server, "audit", "verify")
+    assert result.returncode == 0
+    assert "intact" in result.stdout
+
+
+def test_usage_error_exits_2() -> None:
+    result = cli(None, "deploy", "split")
+    assert result.returncode == 2
+
+
+def test_events_follow_prints_live_events(server: RunningServer) -> None:
+    start_canary(server)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYGUARD_")}
+    env.update(CANARYGUARD_URL=server.url, CANARYGUARD_TOKEN=server.admin_token)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "canaryguard", "--json", "events", NAME, "--follow", "--after", "0"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert follower.stdout is not None
+    with follower.stdout:
+        try:
+            first = json.loads(follower.stdout.readline())
+        finally:
+            follower.terminate()
+            follower.wait(10)
+    assert (first["type"], first["subject"]) == ("io.canaryguard.deployment.created", NAME)

@@ -1,0 +1,109 @@
+"""Live events over Server-Sent Events: CloudEvents, filters, heartbeats, Last-Event-ID resume."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import httpx
+
+from tests.servers import RunningServer
+
+NAME = "payments/security"
+
+
+def read_events(
+    server: RunningServer, count: int, headers: dict[str, str] | None = None, **params: Any
+) -> list[dict[str, Any]]:
+    """Open the stream, take ``count`` events, disconnect."""
+    events: list[dict[str, Any]] = []
+    all_headers = {"Authorization": f"Bearer {server.admin_token}", **(headers or {})}
+    with httpx.stream(
+        "GET", f"{server.url}/api/v1/events", headers=all_headers, params=params, timeout=20
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        data: list[str] = []
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif not line and data:
+                events.append(json.loads("".join(data)))
+                data = []
+                if len(events) == count:
+                    break
+    return events
+
+
+def seed(client: httpx.Client) -> None:
+    client.post("/api/v1/policies/sec/versions", json={"document": {"v": 1}})
+    client.post("/api/v1/policies/sec/versions", json={"document": {"v": 2}})
+    client.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"})
+    client.post(f"/api/v1/deployments/{NAME}/canary", json={"policy": "sec@2", "percent": 1})
+
+
+def test_events_are_cloudevents_with_the_log_sequence_as_id(server: RunningServer) -> None:
+    with server.client() as client:
+        seed(client)
+    (event,) = read_events(server, 1, after="0")
+    assert event["specversion"] == "1.0"
+    assert event["id"] == "1"
+    assert event["type"] == "io.canaryguard.policy.published"
+
+
+def test_reconnect_with_last_event_id_gets_exactly_the_missed_events_in_order(
+    server: RunningServer,
+) -> None:
+    with server.client() as client:
+        seed(client)
+        (last_seen,) = read_events(server, 1, after="0")
+        last_id = client.get("/api/v1/events/log", params={"limit": 10_000}).json()[-1]["id"]
+        for i in range(50):
+            client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 2 + i})
+    missed = read_events(server, 50, headers={"Last-Event-ID": last_id})
+    assert last_seen["id"] == "1"
+    assert [int(e["id"]) for e in missed] == list(range(int(last_id) + 1, int(last_id) + 51))
+    assert [e["data"]["to_percentage"] for e in missed] == [float(2 + i) for i in range(50)]
+
+
+def test_live_events_arrive_while_connected(server: RunningServer) -> None:
+    with server.client() as client:
+        seed(client)
+    got: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: got.extend(read_events(server, 1)))
+    reader.start()
+    with server.client() as client:
+        for _ in range(50):  # until the reader is subscribed and sees one
+            client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 3})
+            reader.join(0.1)
+            if not reader.is_alive():
+                break
+    assert got[0]["type"] == "io.canaryguard.split.changed"
+
+
+def test_filter_by_deployment(server: RunningServer) -> None:
+    with server.client() as client:
+        seed(client)
+        client.post("/api/v1/deployments", json={"name": "other/app", "stable": "sec@1"})
+    events = read_events(server, 1, after="0", deployment="other/app")
+    assert events[0]["subject"] == "other/app"
+
+
+def test_heartbeats_keep_an_idle_stream_alive(server: RunningServer) -> None:
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    with httpx.stream(
+        "GET", f"{server.url}/api/v1/events", headers=headers, timeout=10
+    ) as response:
+        lines = []
+        for line in response.iter_lines():
+            lines.append(line)
+            if line == ": heartbeat":
+                break
+    assert ": heartbeat" in lines
+
+
+def test_bad_last_event_id_is_refused(server: RunningServer) -> None:
+    headers = {"Authorization": f"Bearer {server.admin_token}", "Last-Event-ID": "yesterday"}
+    response = httpx.get(f"{server.url}/api/v1/events", headers=headers)
+    assert response.status_code == 400
