@@ -361,10 +361,10 @@ async def test_missing_key_file_next_to_old_snapshots_refuses_to_start(
     assert not (tmp_path / "elsewhere" / "keys.json").exists()
 
 
-async def test_retention_is_audited(app: CanaryGuard) -> None:
+async def test_retention_is_recorded_in_the_changes_audit_record(app: CanaryGuard) -> None:
     await seed(app)
     await app.deployments.configure(NAME, changes={"max_snapshots": 1}, actor=ACTOR)
     first = await app.snapshots.create(NAME, actor=ACTOR)
     await app.snapshots.create(NAME, actor=ACTOR)
-    retention = [a for a in await app.audit.list() if a.action == "snapshot.retention"]
-    assert retention[-1].details["dropped"] == [first.id]
+    last = (await app.audit.list())[-1]
+    assert (last.action, last.details["pruned_snapshots"]) == ("snapshot.create", [first.id])

@@ -142,12 +142,13 @@ class RollbackManager:
             )
         target = self._snapshots.unseal(sealed)
         for document in (target.stable, target.canary):
-            if document is None:
-                continue
-            stored = await tx.policies.get(document.ref.name, document.ref.version)
-            if stored is None or stored.content_hash != document.ref.content_hash:
+            # the restored deployment refers to these versions: they must be in the store as saved
+            if (
+                document is not None
+                and await self._snapshots.documents.get(tx, document.ref) != document
+            ):
                 raise IntegrityError(
-                    f"policy {document.ref} of snapshot {target_id} is not in the store as saved"
+                    f"policy {document.ref} of snapshot {target_id} differs from the store"
                 )
         metrics = trigger_metrics or await metrics_summary(tx, current, unit.now)
         pre = await self._snapshots.capture(
@@ -156,6 +157,8 @@ class RollbackManager:
             kind=SnapshotKind.BEFORE_ROLLBACK,
             note=f"before rollback {rollback_id}: {reason}",
             protect={target_id},
+            metrics=metrics,
+            open_rollbacks=(),  # the caller checked that none is open
         )
         restored = rollout.restore(current, target, reason=reason, now=unit.now)
         await tx.deployments.update(restored, expected_revision=current.revision)

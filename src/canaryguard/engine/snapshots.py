@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
 from canaryguard.domain.assignment import Variant
@@ -15,6 +15,7 @@ from canaryguard.domain.models import (
     MetricsSummary,
     PolicyDocument,
     PolicyRef,
+    RollbackRecord,
     Snapshot,
     SnapshotInfo,
     SnapshotKind,
@@ -51,11 +52,28 @@ async def metrics_summary(tx: Transaction, deployment: Deployment, now: datetime
     )
 
 
-async def _document(tx: Transaction, ref: PolicyRef) -> PolicyDocument:
-    version = await tx.policies.get(ref.name, ref.version)
-    if version is None or version.content_hash != ref.content_hash:
-        raise IntegrityError(f"policy {ref} is missing or its content changed ({ref.content_hash})")
-    return PolicyDocument(ref=ref, document=version.document)
+class PolicyDocuments:
+    """Policy documents by reference, cached: versions are immutable and never deleted, so a
+    document read once is the document forever (and a rollback need not read it again)."""
+
+    def __init__(self, capacity: int = 4_096) -> None:
+        self._capacity = capacity
+        self._cache: dict[PolicyRef, PolicyDocument] = {}
+
+    async def get(self, tx: Transaction, ref: PolicyRef) -> PolicyDocument:
+        cached = self._cache.get(ref)
+        if cached is not None:
+            return cached
+        version = await tx.policies.get(ref.name, ref.version)
+        if version is None or version.content_hash != ref.content_hash:
+            raise IntegrityError(
+                f"policy {ref} is missing or its content changed ({ref.content_hash})"
+            )
+        document = PolicyDocument(ref=ref, document=version.document)
+        if len(self._cache) >= self._capacity:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[ref] = document
+        return document
 
 
 class SnapshotService:
@@ -63,6 +81,7 @@ class SnapshotService:
 
     def __init__(self, ports: Ports) -> None:
         self._ports = ports
+        self.documents = PolicyDocuments()
 
     # -- sealing ---------------------------------------------------------------------------
     def seal(self, snapshot: Snapshot, *, seq: int, pinned: bool) -> SealedSnapshot:
@@ -106,8 +125,13 @@ class SnapshotService:
         pinned: bool = False,
         metadata: Mapping[str, str] | None = None,
         protect: Collection[str] = (),
+        metrics: MetricsSummary | None = None,
+        open_rollbacks: Sequence[RollbackRecord] | None = None,
     ) -> Snapshot:
-        """Save ``deployment`` as it is, inside ``unit``'s transaction, then apply retention."""
+        """Save ``deployment`` as it is, inside ``unit``'s transaction, then apply retention.
+
+        ``metrics`` and ``open_rollbacks`` save a query each when the caller already has them.
+        """
         tx = unit.tx
         snapshot = Snapshot(
             id=new_id("snap"),
@@ -120,48 +144,61 @@ class SnapshotService:
             state=deployment.state,
             state_reason=deployment.state_reason,
             state_since=deployment.state_since,
-            stable=await _document(tx, deployment.stable),
-            canary=await _document(tx, deployment.canary)
+            stable=await self.documents.get(tx, deployment.stable),
+            canary=await self.documents.get(tx, deployment.canary)
             if deployment.canary is not None
             else None,
             split=deployment.split,
             config=deployment.config,
             baseline_snapshot_id=deployment.baseline_snapshot_id,
-            metrics=await metrics_summary(tx, deployment, unit.now),
+            metrics=metrics or await metrics_summary(tx, deployment, unit.now),
             metadata=dict(metadata or {}),
         )
-        seq = await tx.snapshots.next_seq(deployment.name)
-        await tx.snapshots.insert(self.seal(snapshot, seq=seq, pinned=pinned))
+        existing = await tx.snapshots.of_deployment(deployment.name)
+        sealed = self.seal(snapshot, seq=existing[-1].seq + 1 if existing else 1, pinned=pinned)
+        await tx.snapshots.insert(sealed)
         await unit.emit(
             SnapshotCreated(snapshot_id=snapshot.id, kind=kind, pinned=pinned),
             deployment=deployment.name,
             revision=deployment.revision,
         )
-        await self._retain(unit, deployment, protect={snapshot.id, *protect})
+        await self._retain(
+            unit,
+            deployment,
+            [*existing, sealed.info],
+            protect={snapshot.id, *protect},
+            open_rollbacks=open_rollbacks,
+        )
         return snapshot
 
     async def _retain(
-        self, unit: Unit, deployment: Deployment, *, protect: Collection[str]
+        self,
+        unit: Unit,
+        deployment: Deployment,
+        infos: Sequence[SnapshotInfo],
+        *,
+        protect: Collection[str],
+        open_rollbacks: Sequence[RollbackRecord] | None,
     ) -> None:
-        tx = unit.tx
+        """Drop the oldest snapshots beyond ``max_snapshots``; the ids go into the audit record
+        of the change that caused it."""
+        if len(infos) <= deployment.config.max_snapshots:
+            return
         protected = set(protect)
         if deployment.baseline_snapshot_id is not None:
             protected.add(deployment.baseline_snapshot_id)
-        for rollback in await tx.rollbacks.open_for(deployment.name):
+        if open_rollbacks is None:
+            open_rollbacks = await unit.tx.rollbacks.open_for(deployment.name)
+        for rollback in open_rollbacks:
             protected.add(rollback.target_snapshot_id)
             if rollback.pre_snapshot_id is not None:
                 protected.add(rollback.pre_snapshot_id)
-        infos = await tx.snapshots.of_deployment(deployment.name)
         dropped = snapshots_to_drop(
             infos, keep=deployment.config.max_snapshots, protected=protected
         )
         if dropped:
-            await tx.snapshots.delete(dropped)
-            await unit.audit(
-                "snapshot.retention",
-                deployment=deployment.name,
-                details={"dropped": dropped, "max_snapshots": deployment.config.max_snapshots},
-            )
+            await unit.tx.snapshots.delete(dropped)
+            unit.pruned.extend(dropped)
 
     async def create(
         self,

@@ -48,6 +48,7 @@ class Unit:
     now: datetime
     actor: str
     records: list[EventRecord] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)  # snapshots retention dropped in this change
 
     async def emit(
         self, event: Event, *, deployment: str | None, revision: int | None
@@ -68,6 +69,10 @@ class Unit:
         revision_after: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditRecord:
+        details = dict(details or {})
+        if self.pruned:  # retention is part of the change that made it necessary
+            details["pruned_snapshots"] = self.pruned
+            self.pruned = []
         return await self.tx.audit.append(
             AuditEntry(
                 actor=self.actor,
@@ -77,7 +82,7 @@ class Unit:
                 reason=reason,
                 revision_before=revision_before,
                 revision_after=revision_after,
-                details=details or {},
+                details=details,
             )
         )
 

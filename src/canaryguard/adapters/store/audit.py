@@ -16,13 +16,16 @@ __all__ = ["SqlAuditLog"]
 
 
 class SqlAuditLog:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, *, head: tuple[int, str] | None = None) -> None:
         self._conn = conn
+        # The write transaction holds the head row (see SqlStore.write), so once read it stays
+        # right for the rest of the transaction: later appends need not read it again.
+        self._head = head
 
     async def append(self, entry: AuditEntry) -> AuditRecord:
-        # the write transaction already holds the head row (see SqlStore.write)
-        head = await self.head()
-        seq, prev_hash = head if head is not None else (0, GENESIS_HASH)
+        if self._head is None:
+            self._head = await self.head() or (0, GENESIS_HASH)
+        seq, prev_hash = self._head
         record = seal_entry(entry, seq=seq + 1, prev_hash=prev_hash)
         await self._conn.execute(
             audit_log.insert().values(
@@ -42,6 +45,7 @@ class SqlAuditLog:
         await self._conn.execute(
             audit_head.update().where(audit_head.c.id == 1).values(seq=record.seq, hash=record.hash)
         )
+        self._head = (record.seq, record.hash)
         return record
 
     async def read(

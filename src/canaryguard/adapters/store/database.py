@@ -1,13 +1,16 @@
 """The SQL store: engines, transactions, and migrations applied on open.
 
-SQLite (the embedded default) runs in WAL mode with a busy timeout; write transactions start
-with ``BEGIN IMMEDIATE`` so two writers queue instead of failing on a lock upgrade. PostgreSQL
+SQLite (the embedded default) runs in WAL mode, its statements inline on the event loop (see
+``inline_sqlite``); write transactions start with ``BEGIN IMMEDIATE`` so two writers queue
+instead of failing on a lock upgrade, and wait for the lock asynchronously. PostgreSQL
 write transactions lock the audit head row first. Either way writes are serialised, which keeps
 revisions, the event log and the audit chain in commit order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,10 +22,12 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from canaryguard.adapters.store.audit import SqlAuditLog
 from canaryguard.adapters.store.deployments import SqlDeploymentRepo
 from canaryguard.adapters.store.events import SqlEventLog
+from canaryguard.adapters.store.inline_sqlite import BUSY_MS, Checkpointer, inline_connector
 from canaryguard.adapters.store.observations import SqlObservationRepo
 from canaryguard.adapters.store.policies import SqlPolicyRepo
 from canaryguard.adapters.store.rollbacks import SqlRollbackRepo
@@ -33,6 +38,7 @@ from canaryguard.adapters.store.tokens import SqlTokenRepo
 __all__ = ["SqlStore", "SqlTransaction", "open_store"]
 
 _WRITE = "canaryguard_write"
+LOCK_WAIT_SECONDS = 30.0  # how long a writer waits for another process's SQLite write lock
 # an arbitrary constant: the advisory lock that keeps two processes from migrating at once
 _MIGRATION_LOCK = 0x63616E617279
 
@@ -51,14 +57,16 @@ class SqlTransaction:
     tokens: SqlTokenRepo
 
     @classmethod
-    def on(cls, conn: AsyncConnection) -> SqlTransaction:
+    def on(
+        cls, conn: AsyncConnection, *, audit_head: tuple[int, str] | None = None
+    ) -> SqlTransaction:
         return cls(
             policies=SqlPolicyRepo(conn),
             deployments=SqlDeploymentRepo(conn),
             snapshots=SqlSnapshotRepo(conn),
             rollbacks=SqlRollbackRepo(conn),
             events=SqlEventLog(conn),
-            audit=SqlAuditLog(conn),
+            audit=SqlAuditLog(conn, head=audit_head),
             observations=SqlObservationRepo(conn),
             tokens=SqlTokenRepo(conn),
         )
@@ -67,9 +75,10 @@ class SqlTransaction:
 class SqlStore:
     """The ``Store`` port on SQLAlchemy (async): SQLite (aiosqlite) or PostgreSQL (psycopg)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, checkpointer: Checkpointer | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._checkpointer = checkpointer
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlTransaction]:
@@ -85,30 +94,56 @@ class SqlStore:
         async with self.engine.connect() as conn:
             await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
+                head = None
                 if exclusive and self.dialect == "postgresql":
-                    await conn.execute(
-                        sa.select(audit_head.c.seq).where(audit_head.c.id == 1).with_for_update()
+                    locked = await conn.execute(
+                        sa.select(audit_head.c.seq, audit_head.c.hash)
+                        .where(audit_head.c.id == 1)
+                        .with_for_update()
                     )
-                yield SqlTransaction.on(conn)
+                    seq, digest = locked.one()
+                    head = (int(seq), str(digest))
+                yield SqlTransaction.on(conn, audit_head=head)
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # let SQLAlchemy's "begin" hook below issue BEGIN itself (aiosqlite would defer it)
-    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it, off the commit path
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(_WRITE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    """BEGIN for reads; BEGIN IMMEDIATE (the write lock, up front) for writes.
+
+    While another process holds the write lock, wait with ``asyncio.sleep`` between tries:
+    SQLite's own busy wait would block the event loop (statements run inline).
+    """
+    if not conn.get_execution_options().get(_WRITE, False):
+        conn.exec_driver_sql("BEGIN")
+        return
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except sa.exc.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await_only(asyncio.sleep(pause))
+            pause = min(pause * 2, 0.05)
+        else:
+            return
 
 
 def _migrate(sync_conn: Connection) -> None:
@@ -134,15 +169,20 @@ def normalise_url(url: str) -> str:
 async def open_store(url: str, *, pool_size: int = 10) -> SqlStore:
     """Open (and migrate to the newest schema) the database at ``url``."""
     url = normalise_url(url)
+    checkpointer = None
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        path = make_url(url).database or ""
+        if path in ("", ":memory:"):
+            raise ValueError("canaryguard keeps SQLite in a file: use sqlite:///PATH")
+        engine = create_async_engine(url, async_creator=inline_connector(path))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        checkpointer = Checkpointer(path)
     else:
         engine = create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
         )
-    store = SqlStore(engine)
+    store = SqlStore(engine, checkpointer=checkpointer)
     try:
         async with engine.connect() as conn:
             await conn.execution_options(**{_WRITE: True})

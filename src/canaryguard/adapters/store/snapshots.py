@@ -72,11 +72,6 @@ class SqlSnapshotRepo:
         )
         return [_info(row) for row in (await self._conn.execute(query)).mappings()]
 
-    async def next_seq(self, deployment: str) -> int:
-        query = sa.select(sa.func.max(snapshots.c.seq)).where(snapshots.c.deployment == deployment)
-        current = (await self._conn.execute(query)).scalar_one_or_none()
-        return (current or 0) + 1
-
     async def delete(self, snapshot_ids: Sequence[str]) -> None:
         if snapshot_ids:
             await self._conn.execute(snapshots.delete().where(snapshots.c.id.in_(snapshot_ids)))
