@@ -9,6 +9,7 @@ import typer
 
 from canaryguard.cli.client import EXIT_USAGE, CliError
 from canaryguard.cli.context import ctx_of
+from canaryguard.cli.output import when
 
 __all__ = ["config_app", "keys_app", "token_app"]
 
@@ -86,10 +87,10 @@ def token_list(ctx: typer.Context) -> None:
             (
                 t["name"],
                 t["role"],
-                t["created_at"],
+                when(t["created_at"]),
                 t["created_by"],
-                t.get("expires_at"),
-                t.get("revoked_at"),
+                when(t.get("expires_at")),
+                when(t.get("revoked_at")),
             )
             for t in tokens
         ),

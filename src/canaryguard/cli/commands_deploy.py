@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from canaryguard.cli.context import Context, ctx_of
+from canaryguard.cli.output import when
 
 __all__ = ["app", "status"]
 
@@ -131,7 +132,7 @@ def _overview(c: Context) -> tuple[Any, Table]:
             f"{canary['name']}@{canary['version']}" if canary else "",
             f"{d['split']['canary_basis_points'] / 100:g}",
             str(d["revision"]),
-            d["state_since"],
+            when(d["state_since"]),
         )
     return deployments, table
 
@@ -144,7 +145,7 @@ def _detail(c: Context, name: str) -> tuple[Any, Group]:
     head.add_row("deployment", f"[bold]{d['name']}[/bold] (revision {d['revision']})")
     head.add_row(
         "state",
-        f"{d['state']} since {d['state_since']}"
+        f"{d['state']} since {when(d['state_since'])}"
         + (f": {d['state_reason']}" if d.get("state_reason") else ""),
     )
     head.add_row("stable", f"{d['stable']['name']}@{d['stable']['version']}")

@@ -10,6 +10,7 @@ import typer
 
 from canaryguard.cli.client import EXIT_ERROR, EXIT_USAGE, CliError
 from canaryguard.cli.context import Context, ctx_of
+from canaryguard.cli.output import when
 
 __all__ = ["audit_app", "events", "rollback", "snapshot_app"]
 
@@ -32,7 +33,7 @@ def snapshot_list(ctx: typer.Context, deployment: str) -> None:
                 s["kind"],
                 s["revision"],
                 "yes" if s["pinned"] else "",
-                s["created_at"],
+                when(s["created_at"]),
             )
             for s in infos
         ),
@@ -100,7 +101,7 @@ def _show_rollbacks(c: Context, records: list[dict[str, Any]], title: str) -> No
                 r["reason"],
                 r["actor"],
                 f"{r['duration_ms']:.1f}" if r.get("duration_ms") is not None else "",
-                r["created_at"],
+                when(r["created_at"]),
             )
             for r in records
         ),
@@ -181,7 +182,10 @@ def events(
             stored,
             "events",
             ("id", "time", "deployment", "type", "data"),
-            ((e["id"], e["time"], e.get("subject", ""), e["type"], e["data"]) for e in stored),
+            (
+                (e["id"], when(e["time"]), e.get("subject", ""), e["type"], e["data"])
+                for e in stored
+            ),
         )
         return
     try:
@@ -189,9 +193,9 @@ def events(
             if c.out.as_json:
                 print(json_line(event), flush=True)
             else:
-                where = event.get("subject", "-")
+                where, kind = event.get("subject", "-"), event["type"]
                 c.out.console.print(
-                    f"{event['id']:>6} {event['time']} {where} {event['type']} {event['data']}",
+                    f"{event['id']:>6} {when(event['time'])} {where} {kind} {event['data']}",
                     highlight=False,
                 )
     except KeyboardInterrupt:

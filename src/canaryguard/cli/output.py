@@ -10,7 +10,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["Out"]
+__all__ = ["Out", "when"]
+
+
+def when(iso: str | None) -> str:
+    """``2026-11-26T03:35:39.745155Z`` -> ``2026-11-26 03:35:39`` (UTC) for tables."""
+    return iso[:19].replace("T", " ") if iso else ""
 
 
 @dataclass
