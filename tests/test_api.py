@@ -286,3 +286,29 @@ def test_missing_token_is_401_with_a_bearer_challenge(server: RunningServer, pat
     response = httpx.get(f"{server.url}{path}")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_nul_character_in_the_path_or_query_is_a_400(server: RunningServer) -> None:
+    with server.client() as client:
+        in_path = client.get("/api/v1/deployments/a%00b")
+        in_query = client.get("/api/v1/events/log", params={"deployment": "a\x00b"})
+    assert (in_path.status_code, in_query.status_code) == (400, 400)
+    assert "NUL" in in_path.json()["detail"]
+
+
+def test_nul_character_in_a_reason_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "bad\x00"})
+        state = client.get(f"/api/v1/deployments/{NAME}").json()["state"]
+    assert response.status_code == 400
+    assert state == "canary_active"
+
+
+def test_nul_character_in_a_snapshot_id_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(
+            f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "r", "to": "snap\x00"}
+        )
+    assert response.status_code in (400, 404)

@@ -31,10 +31,13 @@ from canaryguard.domain.models import (
     RollbackRecord,
     RollbackStatus,
     Snapshot,
+    SnapshotInfo,
     SnapshotKind,
     VariantMetrics,
 )
+from canaryguard.domain.retention import snapshots_to_drop
 from canaryguard.engine.app import CanaryGuard
+from canaryguard.engine.ports import SealedSnapshot
 from canaryguard.engine.unit import Ports
 from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR, seed
@@ -368,3 +371,44 @@ async def test_retention_is_recorded_in_the_changes_audit_record(app: CanaryGuar
     await app.snapshots.create(NAME, actor=ACTOR)
     last = (await app.audit.list())[-1]
     assert (last.action, last.details["pruned_snapshots"]) == ("snapshot.create", [first.id])
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    pinned=st.lists(st.booleans(), min_size=0, max_size=12),
+    keep=st.integers(1, 8),
+    protected_at=st.sets(st.integers(0, 11), max_size=4),
+)
+def test_store_pruning_follows_the_domain_retention_rule(
+    sync_app: CanaryGuard,
+    runner: asyncio.Runner,
+    pinned: list[bool],
+    keep: int,
+    protected_at: set[int],
+) -> None:
+    infos = [
+        SnapshotInfo(
+            id=f"snap-{i:016x}",
+            deployment=NAME,
+            seq=i + 1,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            kind=SnapshotKind.MANUAL,
+            revision=1,
+            pinned=flag,
+            key_id="k",
+        )
+        for i, flag in enumerate(pinned)
+    ]
+    protected = {infos[i].id for i in protected_at if i < len(infos)}
+    expected = sorted(snapshots_to_drop(infos, keep=keep, protected=protected))
+
+    async def prune() -> list[str]:
+        async with sync_app.ports.store.write() as tx:
+            await tx.snapshots.delete([i.id for i in await tx.snapshots.of_deployment(NAME)])
+            for info in infos:
+                await tx.snapshots.insert(SealedSnapshot(info=info, blob=b"x" * 40))
+            return await tx.snapshots.prune(NAME, keep=keep, protect=protected)
+
+    assert runner.run(prune()) == expected

@@ -20,7 +20,7 @@ from canaryguard.api import (
     routes_records,
 )
 from canaryguard.api.auth import check_every_route_is_guarded
-from canaryguard.api.limits import MAX_BODY_BYTES, BodySizeLimit
+from canaryguard.api.limits import MAX_BODY_BYTES, BodySizeLimit, RejectNul
 from canaryguard.api.metrics import MetricsExporter
 from canaryguard.api.problems import install_problem_handlers, problem
 from canaryguard.engine.app import CanaryGuard
@@ -92,6 +92,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, limit=max_body_bytes)
+    app.add_middleware(RejectNul)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

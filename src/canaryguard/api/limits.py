@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_BODY_BYTES", "BodySizeLimit"]
+__all__ = ["MAX_BODY_BYTES", "BodySizeLimit", "RejectNul"]
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a policy document may be 1 MB; JSON escaping can double it
 
@@ -55,22 +55,44 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "https://canaryguard.dev/problems/too-large",
-                "title": "Content Too Large",
-                "status": 413,
-                "detail": f"the request body is larger than {self.limit} bytes",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"the request body is larger than {self.limit} bytes"
+        await _problem(send, 413, "too-large", "Content Too Large", detail)
+
+
+async def _problem(send: Send, status: int, kind: str, title: str, detail: str) -> None:
+    body = json.dumps(
+        {
+            "type": f"https://canaryguard.dev/problems/{kind}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RejectNul:
+    """ASGI middleware: a NUL character in the path or query names nothing canaryguard stores
+    (PostgreSQL text cannot hold one), so such a request gets 400 before any lookup."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")
+        ):
+            await _problem(
+                send,
+                400,
+                "invalid-input",
+                "Bad Request",
+                "the path or query contains a NUL character",
+            )
+            return
+        await self.app(scope, receive, send)

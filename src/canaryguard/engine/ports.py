@@ -6,7 +6,7 @@ their own. The engine never imports an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,7 +117,19 @@ class DeploymentRepo(Protocol):
 
 
 class SnapshotRepo(Protocol):
-    async def insert(self, sealed: SealedSnapshot) -> None: ...
+    async def insert(self, sealed: SealedSnapshot) -> None:
+        """Store ``sealed`` with the sequence number its index names."""
+        ...
+
+    async def append(self, sealed: SealedSnapshot) -> SnapshotInfo:
+        """Store ``sealed`` as the deployment's newest snapshot; returns its index with its seq."""
+        ...
+
+    async def prune(self, deployment: str, *, keep: int, protect: Collection[str]) -> list[str]:
+        """Delete the oldest snapshots beyond ``keep`` (never pinned, protected, or named by an
+        open rollback); returns the deleted ids."""
+        ...
+
     async def get(self, snapshot_id: str) -> SealedSnapshot | None: ...
     async def of_deployment(self, deployment: str) -> list[SnapshotInfo]: ...
     async def delete(self, snapshot_ids: Sequence[str]) -> None: ...

@@ -158,7 +158,6 @@ class RollbackManager:
             note=f"before rollback {rollback_id}: {reason}",
             protect={target_id},
             metrics=metrics,
-            open_rollbacks=(),  # the caller checked that none is open
         )
         restored = rollout.restore(current, target, reason=reason, now=unit.now)
         await tx.deployments.update(restored, expected_revision=current.revision)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from canaryguard.domain.assignment import Variant
@@ -15,13 +15,11 @@ from canaryguard.domain.models import (
     MetricsSummary,
     PolicyDocument,
     PolicyRef,
-    RollbackRecord,
     Snapshot,
     SnapshotInfo,
     SnapshotKind,
     VariantMetrics,
 )
-from canaryguard.domain.retention import snapshots_to_drop
 from canaryguard.engine.ports import SealedSnapshot, Transaction
 from canaryguard.engine.unit import Ports, Unit, check_text, new_id, unit_of_work
 
@@ -126,11 +124,9 @@ class SnapshotService:
         metadata: Mapping[str, str] | None = None,
         protect: Collection[str] = (),
         metrics: MetricsSummary | None = None,
-        open_rollbacks: Sequence[RollbackRecord] | None = None,
     ) -> Snapshot:
-        """Save ``deployment`` as it is, inside ``unit``'s transaction, then apply retention.
-
-        ``metrics`` and ``open_rollbacks`` save a query each when the caller already has them.
+        """Save ``deployment`` as it is, inside ``unit``'s transaction, then apply retention
+        (``domain.retention`` states the rule). ``metrics`` saves a query when the caller has it.
         """
         tx = unit.tx
         snapshot = Snapshot(
@@ -154,51 +150,21 @@ class SnapshotService:
             metrics=metrics or await metrics_summary(tx, deployment, unit.now),
             metadata=dict(metadata or {}),
         )
-        existing = await tx.snapshots.of_deployment(deployment.name)
-        sealed = self.seal(snapshot, seq=existing[-1].seq + 1 if existing else 1, pinned=pinned)
-        await tx.snapshots.insert(sealed)
+        # the store numbers it (seq) and prunes in one statement each
+        await tx.snapshots.append(self.seal(snapshot, seq=0, pinned=pinned))
         await unit.emit(
             SnapshotCreated(snapshot_id=snapshot.id, kind=kind, pinned=pinned),
             deployment=deployment.name,
             revision=deployment.revision,
         )
-        await self._retain(
-            unit,
-            deployment,
-            [*existing, sealed.info],
-            protect={snapshot.id, *protect},
-            open_rollbacks=open_rollbacks,
-        )
-        return snapshot
-
-    async def _retain(
-        self,
-        unit: Unit,
-        deployment: Deployment,
-        infos: Sequence[SnapshotInfo],
-        *,
-        protect: Collection[str],
-        open_rollbacks: Sequence[RollbackRecord] | None,
-    ) -> None:
-        """Drop the oldest snapshots beyond ``max_snapshots``; the ids go into the audit record
-        of the change that caused it."""
-        if len(infos) <= deployment.config.max_snapshots:
-            return
-        protected = set(protect)
+        protected = {snapshot.id, *protect}
         if deployment.baseline_snapshot_id is not None:
             protected.add(deployment.baseline_snapshot_id)
-        if open_rollbacks is None:
-            open_rollbacks = await unit.tx.rollbacks.open_for(deployment.name)
-        for rollback in open_rollbacks:
-            protected.add(rollback.target_snapshot_id)
-            if rollback.pre_snapshot_id is not None:
-                protected.add(rollback.pre_snapshot_id)
-        dropped = snapshots_to_drop(
-            infos, keep=deployment.config.max_snapshots, protected=protected
+        dropped = await tx.snapshots.prune(
+            deployment.name, keep=deployment.config.max_snapshots, protect=protected
         )
-        if dropped:
-            await unit.tx.snapshots.delete(dropped)
-            unit.pruned.extend(dropped)
+        unit.pruned.extend(dropped)  # recorded in the audit record of the change that did it
+        return snapshot
 
     async def create(
         self,

@@ -118,7 +118,7 @@ def new_id(prefix: str) -> str:
 
 
 def check_actor(actor: str) -> str:
-    if not isinstance(actor, str) or not actor.strip() or len(actor) > MAX_ACTOR:
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > MAX_ACTOR or "\x00" in actor:
         raise InvalidInput(
             f"every change names its actor: a non-empty name of at most {MAX_ACTOR} characters"
         )
@@ -132,4 +132,6 @@ def check_text(value: str, what: str, *, required: bool = False) -> str:
         raise InvalidInput(f"{what} is required: say why")
     if len(value) > MAX_TEXT:
         raise InvalidInput(f"{what} is {len(value)} characters; at most {MAX_TEXT} are kept")
+    if "\x00" in value:  # PostgreSQL text cannot hold it, so no backend takes it
+        raise InvalidInput(f"{what} contains a NUL character")
     return value.strip()

@@ -34,6 +34,7 @@ from canaryguard.adapters.store.rollbacks import SqlRollbackRepo
 from canaryguard.adapters.store.schema import audit_head
 from canaryguard.adapters.store.snapshots import SqlSnapshotRepo
 from canaryguard.adapters.store.tokens import SqlTokenRepo
+from canaryguard.domain.errors import InvalidInput
 
 __all__ = ["SqlStore", "SqlTransaction", "open_store"]
 
@@ -72,6 +73,17 @@ class SqlTransaction:
         )
 
 
+@asynccontextmanager
+async def _nul_is_bad_input() -> AsyncIterator[None]:
+    """PostgreSQL refuses NUL characters in text; that is the caller's input, not a failure."""
+    try:
+        yield
+    except sa.exc.DataError as exc:
+        if "NUL" not in str(exc):
+            raise
+        raise InvalidInput("text must not contain NUL characters") from exc
+
+
 class SqlStore:
     """The ``Store`` port on SQLAlchemy (async): SQLite (aiosqlite) or PostgreSQL (psycopg)."""
 
@@ -82,7 +94,7 @@ class SqlStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlTransaction]:
-        async with self.engine.connect() as conn:
+        async with _nul_is_bad_input(), self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 # one consistent view for every statement of the read, as SQLite's WAL gives
                 await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -91,7 +103,7 @@ class SqlStore:
 
     @asynccontextmanager
     async def write(self, *, exclusive: bool = True) -> AsyncIterator[SqlTransaction]:
-        async with self.engine.connect() as conn:
+        async with _nul_is_bad_input(), self.engine.connect() as conn:
             await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
                 head = None
@@ -179,9 +191,7 @@ async def open_store(url: str, *, pool_size: int = 10) -> SqlStore:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         checkpointer = Checkpointer(path)
     else:
-        engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
-        )
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size * 2)
     store = SqlStore(engine, checkpointer=checkpointer)
     try:
         async with engine.connect() as conn:

@@ -13,9 +13,9 @@ from canaryguard.domain.models import (
     RollbackStatus,
 )
 
-__all__ = ["SqlRollbackRepo"]
+__all__ = ["OPEN_STATUSES", "SqlRollbackRepo"]
 
-_OPEN = (RollbackStatus.PENDING.value, RollbackStatus.RUNNING.value)
+OPEN_STATUSES = (RollbackStatus.PENDING.value, RollbackStatus.RUNNING.value)
 _EXECUTED = (RollbackStatus.COMPLETED.value, RollbackStatus.FAILED.value)
 
 
@@ -28,6 +28,8 @@ def _columns(record: RollbackRecord) -> dict[str, object]:
         "finished_at": record.finished_at,
         "duration_ms": record.duration_ms,
         "body": record.model_dump_json(),
+        "target_snapshot_id": record.target_snapshot_id or None,
+        "pre_snapshot_id": record.pre_snapshot_id,
     }
 
 
@@ -61,7 +63,7 @@ class SqlRollbackRepo:
 
     async def open_for(self, deployment: str) -> list[RollbackRecord]:
         query = sa.select(rollbacks.c.body).where(
-            rollbacks.c.deployment == deployment, rollbacks.c.status.in_(_OPEN)
+            rollbacks.c.deployment == deployment, rollbacks.c.status.in_(OPEN_STATUSES)
         )
         return [
             RollbackRecord.model_validate_json(body)

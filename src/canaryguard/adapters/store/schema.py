@@ -121,6 +121,9 @@ rollbacks = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("duration_ms", sa.Float, nullable=True),
     sa.Column("body", sa.Text, nullable=False),
+    sa.Column("target_snapshot_id", sa.String(64), nullable=True),
+    sa.Column("pre_snapshot_id", sa.String(64), nullable=True),
+    sa.Index("ix_rollbacks_open", "deployment", "status"),
 )
 
 event_log = sa.Table(

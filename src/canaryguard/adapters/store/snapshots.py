@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from canaryguard.adapters.store.schema import snapshots
+from canaryguard.adapters.store.rollbacks import OPEN_STATUSES
+from canaryguard.adapters.store.schema import rollbacks, snapshots
 from canaryguard.domain.models import SnapshotInfo, SnapshotKind
 from canaryguard.engine.ports import SealedSnapshot
 
@@ -43,21 +44,69 @@ class SqlSnapshotRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def insert(self, sealed: SealedSnapshot) -> None:
+    def _values(self, sealed: SealedSnapshot) -> dict[str, object]:
         info = sealed.info
-        await self._conn.execute(
-            snapshots.insert().values(
-                id=info.id,
-                deployment=info.deployment,
-                seq=info.seq,
-                created_at=info.created_at,
-                kind=info.kind.value,
-                revision=info.revision,
-                pinned=info.pinned,
-                key_id=info.key_id,
-                blob=sealed.blob,
-            )
+        return {
+            "id": info.id,
+            "deployment": info.deployment,
+            "seq": info.seq,
+            "created_at": info.created_at,
+            "kind": info.kind.value,
+            "revision": info.revision,
+            "pinned": info.pinned,
+            "key_id": info.key_id,
+            "blob": sealed.blob,
+        }
+
+    async def insert(self, sealed: SealedSnapshot) -> None:
+        await self._conn.execute(snapshots.insert().values(**self._values(sealed)))
+
+    async def append(self, sealed: SealedSnapshot) -> SnapshotInfo:
+        values = self._values(sealed)
+        values["seq"] = (
+            sa.select(sa.func.coalesce(sa.func.max(snapshots.c.seq), 0) + 1)
+            .where(snapshots.c.deployment == sealed.info.deployment)
+            .scalar_subquery()
         )
+        result = await self._conn.execute(
+            snapshots.insert().values(**values).returning(snapshots.c.seq)
+        )
+        return sealed.info.model_copy(update={"seq": result.scalar_one()})
+
+    async def prune(self, deployment: str, *, keep: int, protect: Collection[str]) -> list[str]:
+        """One statement: delete the oldest snapshots beyond ``keep``, never a pinned one, one in
+        ``protect``, or one an open rollback names (see ``domain.retention`` for the rule)."""
+        held = (
+            sa.select(sa.func.count()).where(snapshots.c.deployment == deployment).scalar_subquery()
+        )
+        excess = sa.case((held > keep, held - keep), else_=0)
+        open_targets = sa.union(
+            sa.select(rollbacks.c.target_snapshot_id).where(
+                rollbacks.c.deployment == deployment,
+                rollbacks.c.status.in_(OPEN_STATUSES),
+                rollbacks.c.target_snapshot_id.is_not(None),
+            ),
+            sa.select(rollbacks.c.pre_snapshot_id).where(
+                rollbacks.c.deployment == deployment,
+                rollbacks.c.status.in_(OPEN_STATUSES),
+                rollbacks.c.pre_snapshot_id.is_not(None),
+            ),
+        )
+        oldest = (
+            sa.select(snapshots.c.id)
+            .where(
+                snapshots.c.deployment == deployment,
+                snapshots.c.pinned.is_(False),
+                snapshots.c.id.not_in(list(protect)),
+                snapshots.c.id.not_in(open_targets),
+            )
+            .order_by(snapshots.c.seq)
+            .limit(excess)
+        )
+        result = await self._conn.execute(
+            snapshots.delete().where(snapshots.c.id.in_(oldest)).returning(snapshots.c.id)
+        )
+        return sorted(result.scalars())
 
     async def get(self, snapshot_id: str) -> SealedSnapshot | None:
         query = sa.select(*_INFO_COLUMNS, snapshots.c.blob).where(snapshots.c.id == snapshot_id)
