@@ -47,7 +47,7 @@ def _problem(description: str) -> dict[str, Any]:
     }
 
 
-def get_guard(request: Request) -> CanaryGuard:
+async def get_guard(request: Request) -> CanaryGuard:  # async: FastAPI runs sync ones in threads
     guard: CanaryGuard = request.app.state.guard
     return guard
 
@@ -62,7 +62,8 @@ def _require(access: Access) -> Callable[[Request], Any]:
                 "a bearer token is required (Authorization: Bearer <token>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        token = await get_guard(request).tokens.authenticate(secret.strip())
+        guard: CanaryGuard = request.app.state.guard
+        token = await guard.tokens.authenticate(secret.strip())
         if token is None:
             raise HTTPException(
                 401,
@@ -79,7 +80,7 @@ def _require(access: Access) -> Callable[[Request], Any]:
     return dependency
 
 
-def caller(request: Request) -> ApiToken:
+async def caller(request: Request) -> ApiToken:
     """The token that made the request (its name is the actor in the audit log)."""
     token: ApiToken = request.state.token
     return token

@@ -178,7 +178,7 @@ def normalise_url(url: str) -> str:
     raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
 
 
-async def open_store(url: str, *, pool_size: int = 10) -> SqlStore:
+async def open_store(url: str, *, pool_size: int = 20) -> SqlStore:
     """Open (and migrate to the newest schema) the database at ``url``."""
     url = normalise_url(url)
     checkpointer = None
@@ -186,12 +186,15 @@ async def open_store(url: str, *, pool_size: int = 10) -> SqlStore:
         path = make_url(url).database or ""
         if path in ("", ":memory:"):
             raise ValueError("canaryguard keeps SQLite in a file: use sqlite:///PATH")
-        engine = create_async_engine(url, async_creator=inline_connector(path))
+        # connections are cheap but each new one re-runs the PRAGMAs: keep enough of them
+        engine = create_async_engine(
+            url, async_creator=inline_connector(path), pool_size=pool_size, max_overflow=pool_size
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         checkpointer = Checkpointer(path)
     else:
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size * 2)
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
     store = SqlStore(engine, checkpointer=checkpointer)
     try:
         async with engine.connect() as conn:
