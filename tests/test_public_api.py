@@ -14,7 +14,7 @@ EXPECTED = {
     "RollbackAlert", "RollbackConfig", "RollbackFailedError", "RollbackKind", "RollbackMetrics",
     "RollbackMode", "RollbackRecord", "RollbackStage", "RollbackStatus", "SchemaViolation",
     "Settings", "Snapshot", "SnapshotInfo", "SnapshotKind", "Split", "StagedRollbackConfig",
-    "Variant", "choose_variant", "open_canaryguard",
+    "Unavailable", "Variant", "choose_variant", "open_canaryguard",
 }  # fmt: skip
 
 

@@ -80,3 +80,52 @@ def test_stop_signal_ends_event_streams_and_exits_cleanly(tmp_path: Path) -> Non
     # uvicorn finishes its shutdown, then re-raises the signal so the exit status tells it
     assert process.returncode in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in output
+
+
+def run_serve(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYGUARD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "canaryguard", "serve", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_unsupported_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = run_serve("--db", "mysql://x/y", data_dir=tmp_path)
+    assert result.returncode == 1
+    assert "unsupported database 'mysql'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unreachable_postgresql_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = run_serve(
+        "--db", f"postgresql://postgres@127.0.0.1:{free_port()}/test", data_dir=tmp_path
+    )
+    assert result.returncode == 1
+    assert "does not answer" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_port_in_use_exits_1_not_the_conflict_code(tmp_path: Path) -> None:
+    with serve(tmp_path / "first") as (_process, url):
+        port = url.rsplit(":", 1)[1]
+        result = run_serve("--port", port, data_dir=tmp_path / "second")
+    assert result.returncode == 1
+    assert "could not serve" in result.stderr
+
+
+def test_global_data_dir_option_reaches_serve(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYGUARD_")}
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "canaryguard", "--data-dir", str(tmp_path / "global"), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "global" / "admin-token").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(20)
+    assert (tmp_path / "global" / "admin-token").exists()

@@ -107,3 +107,17 @@ def test_bad_last_event_id_is_refused(server: RunningServer) -> None:
     headers = {"Authorization": f"Bearer {server.admin_token}", "Last-Event-ID": "yesterday"}
     response = httpx.get(f"{server.url}/api/v1/events", headers=headers)
     assert response.status_code == 400
+
+
+def test_revoking_a_token_ends_its_open_stream(server: RunningServer) -> None:
+    with server.client() as admin:
+        made = admin.post("/api/v1/tokens", json={"name": "watcher", "role": "viewer"}).json()
+        headers = {"Authorization": f"Bearer {made['token']}"}
+        with httpx.stream(
+            "GET", f"{server.url}/api/v1/events", headers=headers, timeout=10
+        ) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            admin.delete("/api/v1/tokens/watcher")
+            rest = list(lines)  # ends within a heartbeat (0.5 s in tests)
+    assert ": token revoked or expired" in rest

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         NotFound,
         RollbackFailedError,
         SchemaViolation,
+        Unavailable,
     )
     from canaryguard.domain.events import EventRecord
     from canaryguard.domain.models import (
@@ -62,6 +63,7 @@ _WHERE = {
     "NotFound": "canaryguard.domain.errors",
     "RollbackFailedError": "canaryguard.domain.errors",
     "SchemaViolation": "canaryguard.domain.errors",
+    "Unavailable": "canaryguard.domain.errors",
     "EventRecord": "canaryguard.domain.events",
     "AlertLevel": "canaryguard.domain.models",
     "AuditRecord": "canaryguard.domain.models",
@@ -119,6 +121,7 @@ __all__ = [
     "SnapshotKind",
     "Split",
     "StagedRollbackConfig",
+    "Unavailable",
     "Variant",
     "choose_variant",
     "open_canaryguard",

@@ -21,6 +21,7 @@ from canaryguard.domain.errors import (
     NotFound,
     RollbackFailedError,
     SchemaViolation,
+    Unavailable,
 )
 
 __all__ = [
@@ -81,6 +82,7 @@ _STATUS: list[tuple[type[CanaryGuardError], int, str]] = [
     (IllegalTransition, 409, "illegal-transition"),
     (IntegrityError, 500, "integrity"),
     (RollbackFailedError, 500, "rollback-failed"),
+    (Unavailable, 503, "unavailable"),
 ]
 
 

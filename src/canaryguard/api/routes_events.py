@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -77,8 +78,9 @@ async def stream(
     else:
         start = await guard.events.last_seq()
     state = request.app.state
+    secret = request.headers.get("authorization", "").partition(" ")[2].strip()
     return StreamingResponse(
-        _messages(guard, start, deployment, state.shutdown, state.heartbeat_seconds),
+        _messages(guard, start, deployment, state.shutdown, state.heartbeat_seconds, secret),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -90,13 +92,21 @@ async def _messages(
     deployment: str | None,
     shutdown: asyncio.Event,
     heartbeat: float,
+    secret: str,
 ) -> AsyncIterator[str]:
     follower = guard.events.follow(after_seq=start, deployment=deployment)
+    checked = time.monotonic()
     closing: asyncio.Future[Any] = asyncio.ensure_future(shutdown.wait())
     pending: asyncio.Future[Any] | None = None
     try:
         yield "retry: 1000\n: connected\n\n"
         while True:
+            if time.monotonic() - checked >= heartbeat:
+                # a token revoked (or expired) while its stream is open ends the stream
+                if await guard.tokens.authenticate(secret) is None:
+                    yield ": token revoked or expired\n\n"
+                    return
+                checked = time.monotonic()
             if pending is None:
                 pending = asyncio.ensure_future(anext(follower))
             done, _ = await asyncio.wait(

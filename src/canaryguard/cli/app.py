@@ -16,7 +16,7 @@ from rich.console import Console
 
 from canaryguard.cli import commands_admin, commands_deploy, commands_policy, commands_records
 from canaryguard.cli.client import DEFAULT_URL, ApiClient, CliError, default_token
-from canaryguard.cli.context import Context
+from canaryguard.cli.context import Context, ctx_of
 from canaryguard.cli.output import Out
 from canaryguard.domain.errors import CanaryGuardError
 
@@ -77,11 +77,13 @@ def _root(
     ctx.obj = Context(
         api=ApiClient(base_url=server, token=token or default_token(_data_dir(data_dir))),
         out=Out(as_json=as_json),
+        data_dir=data_dir,
     )
 
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     data_dir: DataDir = None,
     db: Annotated[
         str | None,
@@ -95,18 +97,24 @@ def serve(
     from canaryguard.api.server import serve as run_server  # noqa: PLC0415
     from canaryguard.wiring import Settings  # noqa: PLC0415
 
-    settings = Settings.from_env(data_dir=_data_dir(data_dir), db_url=db)
+    settings = Settings.from_env(data_dir=_data_dir(data_dir or ctx_of(ctx).data_dir), db_url=db)
     console = Console()
     try:
         asyncio.run(run_server(settings, host=host, port=port, announce=console.print))
-    except CanaryGuardError as exc:
+    except (CanaryGuardError, ValueError) as exc:
         raise CliError(str(exc)) from exc
+    except OSError as exc:  # the database server cannot be reached, the data dir cannot be written
+        raise CliError(f"cannot start: {exc}") from exc
+    except SystemExit as exc:  # uvicorn exits 3 when it cannot listen; 3 means "conflict" here
+        if exc.code not in (0, None):
+            raise CliError(f"could not serve on {host}:{port} (see the log above)") from exc
     except KeyboardInterrupt:
         return
 
 
 @app.command()
 def walkthrough(
+    ctx: typer.Context,
     data_dir: DataDir = None,
     db: Annotated[
         str | None, typer.Option("--db", help="database URL (default: SQLite in --data-dir)")
@@ -116,7 +124,7 @@ def walkthrough(
     from canaryguard.cli.walkthrough import run_walkthrough  # noqa: PLC0415
     from canaryguard.wiring import Settings  # noqa: PLC0415
 
-    settings = Settings.from_env(data_dir=_data_dir(data_dir), db_url=db)
+    settings = Settings.from_env(data_dir=_data_dir(data_dir or ctx_of(ctx).data_dir), db_url=db)
     try:
         asyncio.run(run_walkthrough(settings, Console()))
     except CanaryGuardError as exc:

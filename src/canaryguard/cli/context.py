@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import typer
 
@@ -16,6 +17,7 @@ __all__ = ["Context", "ctx_of"]
 class Context:
     api: ApiClient
     out: Out
+    data_dir: Path | None = None  # the global --data-dir, when given
 
 
 def ctx_of(ctx: typer.Context) -> Context:

@@ -48,4 +48,4 @@ class Out:
         self.console.print(table)
 
     def error(self, message: str) -> None:
-        self.errors.print(f"[red]error:[/red] {message}", highlight=False)
+        self.errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)

@@ -10,7 +10,8 @@
     ├── Conflict                     a stale revision, or an operation that collides with another
     ├── IllegalTransition            an action the deployment's state does not allow
     ├── IntegrityError               a stored record fails its check (tampered, foreign, wrong key)
-    └── RollbackFailedError          a rollback could not be applied (nothing was half-applied)
+    ├── RollbackFailedError          a rollback could not be applied (nothing was half-applied)
+    └── Unavailable                  the database does not answer
 
 Every message names what is wrong, so surfaces can show it as it is.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "NotFound",
     "RollbackFailedError",
     "SchemaViolation",
+    "Unavailable",
 ]
 
 
@@ -85,3 +87,7 @@ class RollbackFailedError(CanaryGuardError):
     def __init__(self, message: str, *, rollback_id: str) -> None:
         super().__init__(message)
         self.rollback_id = rollback_id
+
+
+class Unavailable(CanaryGuardError):
+    """The database cannot be reached (or refused the connection); try again later."""

@@ -104,9 +104,9 @@ class TokenService:
             async with self._ports.store.read() as tx:
                 known = await tx.tokens.by_digest(token_digest(preset))
             if known is None:
-                await self.create(
-                    "admin-preset", role=Role.ADMIN, actor="canaryguard", secret=preset
-                )
+                # named after its digest, so a changed preset gets a token of its own
+                name = f"admin-preset-{token_digest(preset)[7:15]}"
+                await self.create(name, role=Role.ADMIN, actor="canaryguard", secret=preset)
             return None
         async with self._ports.store.read() as tx:
             if await tx.tokens.count() > 0:

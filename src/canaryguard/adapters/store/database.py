@@ -10,6 +10,7 @@ revisions, the event log and the audit chain in commit order.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,12 +35,12 @@ from canaryguard.adapters.store.rollbacks import SqlRollbackRepo
 from canaryguard.adapters.store.schema import audit_head
 from canaryguard.adapters.store.snapshots import SqlSnapshotRepo
 from canaryguard.adapters.store.tokens import SqlTokenRepo
-from canaryguard.domain.errors import InvalidInput
+from canaryguard.domain.errors import InvalidInput, Unavailable
 
 __all__ = ["SqlStore", "SqlTransaction", "open_store"]
 
 _WRITE = "canaryguard_write"
-LOCK_WAIT_SECONDS = 30.0  # how long a writer waits for another process's SQLite write lock
+LOCK_WAIT_SECONDS = 10.0  # how long a writer waits for another process's SQLite write lock
 # an arbitrary constant: the advisory lock that keeps two processes from migrating at once
 _MIGRATION_LOCK = 0x63616E617279
 
@@ -186,6 +187,8 @@ async def open_store(url: str, *, pool_size: int = 20) -> SqlStore:
         path = make_url(url).database or ""
         if path in ("", ":memory:"):
             raise ValueError("canaryguard keeps SQLite in a file: use sqlite:///PATH")
+        # SQLite gives the WAL and shared-memory files the database file's mode: owner only
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         # connections are cheap but each new one re-runs the PRAGMAs: keep enough of them
         engine = create_async_engine(
             url, async_creator=inline_connector(path), pool_size=pool_size, max_overflow=pool_size
@@ -201,6 +204,10 @@ async def open_store(url: str, *, pool_size: int = 20) -> SqlStore:
             await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
                 await conn.run_sync(_migrate)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        await engine.dispose()
+        where = make_url(url).render_as_string(hide_password=True)
+        raise Unavailable(f"the database at {where} does not answer: {exc.orig}") from exc
     except BaseException:
         await engine.dispose()
         raise
