@@ -15,6 +15,15 @@ from canaryguard.domain.models import AuditRecord
 __all__ = ["SqlAuditLog"]
 
 
+# Built once: appending is on every change's path.
+_INSERT = audit_log.insert()
+_MOVE_HEAD = (
+    audit_head.update()
+    .where(audit_head.c.id == 1)
+    .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
+)
+
+
 class SqlAuditLog:
     def __init__(self, conn: AsyncConnection, *, head: tuple[int, str] | None = None) -> None:
         self._conn = conn
@@ -27,24 +36,10 @@ class SqlAuditLog:
             self._head = await self.head() or (0, GENESIS_HASH)
         seq, prev_hash = self._head
         record = seal_entry(entry, seq=seq + 1, prev_hash=prev_hash)
-        await self._conn.execute(
-            audit_log.insert().values(
-                seq=record.seq,
-                time=record.time,
-                actor=record.actor,
-                action=record.action,
-                deployment=record.deployment,
-                reason=record.reason,
-                revision_before=record.revision_before,
-                revision_after=record.revision_after,
-                details=canonical_json(record.details),
-                prev_hash=record.prev_hash,
-                hash=record.hash,
-            )
-        )
-        await self._conn.execute(
-            audit_head.update().where(audit_head.c.id == 1).values(seq=record.seq, hash=record.hash)
-        )
+        row = record.model_dump()
+        row["details"] = canonical_json(record.details)
+        await self._conn.execute(_INSERT, row)
+        await self._conn.execute(_MOVE_HEAD, {"new_seq": record.seq, "new_hash": record.hash})
         self._head = (record.seq, record.hash)
         return record
 

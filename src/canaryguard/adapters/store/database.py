@@ -74,6 +74,11 @@ class SqlTransaction:
         )
 
 
+_LOCK_HEAD = (
+    sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+)
+
+
 @asynccontextmanager
 async def _nul_is_bad_input() -> AsyncIterator[None]:
     """PostgreSQL refuses NUL characters in text; that is the caller's input, not a failure."""
@@ -109,11 +114,7 @@ class SqlStore:
             async with conn.begin():
                 head = None
                 if exclusive and self.dialect == "postgresql":
-                    locked = await conn.execute(
-                        sa.select(audit_head.c.seq, audit_head.c.hash)
-                        .where(audit_head.c.id == 1)
-                        .with_for_update()
-                    )
+                    locked = await conn.execute(_LOCK_HEAD)
                     seq, digest = locked.one()
                     head = (int(seq), str(digest))
                 yield SqlTransaction.on(conn, audit_head=head)

@@ -12,13 +12,29 @@ from canaryguard.domain.models import Deployment
 __all__ = ["SqlDeploymentRepo"]
 
 
+# Built once: the hot path then skips statement construction and cache-key work per call.
+_GET = sa.select(deployments.c.body).where(deployments.c.name == sa.bindparam("name"))
+_UPDATE = (
+    deployments.update()
+    .where(
+        deployments.c.name == sa.bindparam("match_name"),
+        deployments.c.revision == sa.bindparam("expected"),
+    )
+    .values(
+        revision=sa.bindparam("revision"),
+        state=sa.bindparam("state"),
+        updated_at=sa.bindparam("updated_at"),
+        body=sa.bindparam("body"),
+    )
+)
+
+
 class SqlDeploymentRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
     async def get(self, name: str) -> Deployment | None:
-        query = sa.select(deployments.c.body).where(deployments.c.name == name)
-        body = (await self._conn.execute(query)).scalar_one_or_none()
+        body = (await self._conn.execute(_GET, {"name": name})).scalar_one_or_none()
         return Deployment.model_validate_json(body) if body is not None else None
 
     async def insert(self, deployment: Deployment) -> None:
@@ -36,17 +52,15 @@ class SqlDeploymentRepo:
         if deployment.revision <= expected_revision:
             raise ValueError("a deployment's revision must grow on every update")
         result = await self._conn.execute(
-            deployments.update()
-            .where(
-                deployments.c.name == deployment.name,
-                deployments.c.revision == expected_revision,
-            )
-            .values(
-                revision=deployment.revision,
-                state=deployment.state.value,
-                updated_at=deployment.updated_at,
-                body=deployment.model_dump_json(),
-            )
+            _UPDATE,
+            {
+                "match_name": deployment.name,
+                "expected": expected_revision,
+                "revision": deployment.revision,
+                "state": deployment.state.value,
+                "updated_at": deployment.updated_at,
+                "body": deployment.model_dump_json(),
+            },
         )
         if result.rowcount != 1:
             query = sa.select(deployments.c.revision).where(deployments.c.name == deployment.name)

@@ -13,6 +13,9 @@ from canaryguard.domain.events import Event, EventRecord, event_adapter
 __all__ = ["SqlEventLog"]
 
 
+_INSERT = event_log.insert().returning(event_log.c.seq)  # built once: the hot path
+
+
 class SqlEventLog:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -21,17 +24,16 @@ class SqlEventLog:
         self, event: Event, *, deployment: str | None, revision: int | None, time: datetime
     ) -> EventRecord:
         result = await self._conn.execute(
-            event_log.insert().values(
-                deployment=deployment,
-                type=event.type,
-                time=time,
-                revision=revision,
-                data=event.model_dump_json(),
-            )
+            _INSERT,
+            {
+                "deployment": deployment,
+                "type": event.type,
+                "time": time,
+                "revision": revision,
+                "data": event.model_dump_json(),
+            },
         )
-        (seq,) = result.inserted_primary_key or (None,)
-        if seq is None:
-            raise RuntimeError("the database did not return the event's sequence number")
+        seq = result.scalar_one()
         return EventRecord(
             seq=seq, deployment=deployment, time=time, revision=revision, event=event
         )

@@ -13,6 +13,24 @@ from canaryguard.domain.models import VariantMetrics
 __all__ = ["SqlObservationRepo"]
 
 
+# Built once: every snapshot summarises the window.
+_SUMMARY = (
+    sa.select(
+        observations.c.variant,
+        sa.func.sum(observations.c.requests),
+        sa.func.sum(observations.c.errors),
+        sa.func.sum(observations.c.latency_sum_ms),
+        sa.func.max(observations.c.latency_max_ms),
+    )
+    .where(
+        observations.c.deployment == sa.bindparam("deployment"),
+        observations.c.second >= sa.bindparam("since"),
+        observations.c.second <= sa.bindparam("until"),
+    )
+    .group_by(observations.c.variant)
+)
+
+
 class SqlObservationRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -63,21 +81,7 @@ class SqlObservationRepo:
     async def summarize(
         self, deployment: str, *, since_second: int, until_second: int
     ) -> dict[Variant, VariantMetrics]:
-        query = (
-            sa.select(
-                observations.c.variant,
-                sa.func.sum(observations.c.requests),
-                sa.func.sum(observations.c.errors),
-                sa.func.sum(observations.c.latency_sum_ms),
-                sa.func.max(observations.c.latency_max_ms),
-            )
-            .where(
-                observations.c.deployment == deployment,
-                observations.c.second >= since_second,
-                observations.c.second <= until_second,
-            )
-            .group_by(observations.c.variant)
-        )
+        params = {"deployment": deployment, "since": since_second, "until": until_second}
         return {
             Variant(variant): VariantMetrics(
                 requests=int(requests),
@@ -86,6 +90,6 @@ class SqlObservationRepo:
                 latency_max_ms=float(latency_max),
             )
             for variant, requests, errors, latency_sum, latency_max in await self._conn.execute(
-                query
+                _SUMMARY, params
             )
         }

@@ -33,12 +33,19 @@ def _columns(record: RollbackRecord) -> dict[str, object]:
     }
 
 
+# Built once: both are on every rollback's path.
+_INSERT = rollbacks.insert()
+_OPEN_FOR = sa.select(rollbacks.c.body).where(
+    rollbacks.c.deployment == sa.bindparam("deployment"), rollbacks.c.status.in_(OPEN_STATUSES)
+)
+
+
 class SqlRollbackRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
     async def insert(self, record: RollbackRecord) -> None:
-        await self._conn.execute(rollbacks.insert().values(id=record.id, **_columns(record)))
+        await self._conn.execute(_INSERT, {"id": record.id, **_columns(record)})
 
     async def update(self, record: RollbackRecord) -> None:
         await self._conn.execute(
@@ -62,12 +69,9 @@ class SqlRollbackRepo:
         ]
 
     async def open_for(self, deployment: str) -> list[RollbackRecord]:
-        query = sa.select(rollbacks.c.body).where(
-            rollbacks.c.deployment == deployment, rollbacks.c.status.in_(OPEN_STATUSES)
-        )
         return [
             RollbackRecord.model_validate_json(body)
-            for body in (await self._conn.execute(query)).scalars()
+            for body in (await self._conn.execute(_OPEN_FOR, {"deployment": deployment})).scalars()
         ]
 
     async def counts(self) -> dict[tuple[RollbackKind, RollbackStatus], int]:

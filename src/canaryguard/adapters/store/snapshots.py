@@ -40,6 +40,54 @@ def _info(row: RowMapping) -> SnapshotInfo:
     )
 
 
+def _build_append() -> sa.Executable:
+    """INSERT that numbers the snapshot after the deployment's newest one."""
+    next_seq = (
+        sa.select(sa.func.coalesce(sa.func.max(snapshots.c.seq), 0) + 1)
+        .where(snapshots.c.deployment == sa.bindparam("seq_deployment"))
+        .scalar_subquery()
+    )
+    return snapshots.insert().values(seq=next_seq).returning(snapshots.c.seq)
+
+
+def _build_prune() -> sa.Executable:
+    """DELETE of the oldest unprotected snapshots beyond ``keep``, returning their ids."""
+    deployment: sa.BindParameter[str] = sa.bindparam("prune_deployment", type_=sa.String)
+    keep = sa.bindparam("keep", type_=sa.Integer)
+    held = sa.select(sa.func.count()).where(snapshots.c.deployment == deployment).scalar_subquery()
+    excess = sa.case((held > keep, held - keep), else_=0)
+    open_targets = sa.union(
+        *(
+            sa.select(column).where(
+                rollbacks.c.deployment == deployment,
+                rollbacks.c.status.in_(OPEN_STATUSES),
+                column.is_not(None),
+            )
+            for column in (rollbacks.c.target_snapshot_id, rollbacks.c.pre_snapshot_id)
+        )
+    )
+    oldest = (
+        sa.select(snapshots.c.id)
+        .where(
+            snapshots.c.deployment == deployment,
+            snapshots.c.pinned.is_(False),
+            snapshots.c.id.not_in(sa.bindparam("protect", expanding=True)),
+            snapshots.c.id.not_in(open_targets),
+        )
+        .order_by(snapshots.c.seq)
+        .limit(excess)
+    )
+    return snapshots.delete().where(snapshots.c.id.in_(oldest)).returning(snapshots.c.id)
+
+
+# Built once: snapshot creation is on every canary start, promotion and rollback.
+_APPEND = _build_append()
+_GET = sa.select(*_INFO_COLUMNS, snapshots.c.blob).where(
+    snapshots.c.id == sa.bindparam("snapshot_id")
+)
+_PRUNE = _build_prune()
+
+
 class SqlSnapshotRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -63,54 +111,19 @@ class SqlSnapshotRepo:
 
     async def append(self, sealed: SealedSnapshot) -> SnapshotInfo:
         values = self._values(sealed)
-        values["seq"] = (
-            sa.select(sa.func.coalesce(sa.func.max(snapshots.c.seq), 0) + 1)
-            .where(snapshots.c.deployment == sealed.info.deployment)
-            .scalar_subquery()
-        )
-        result = await self._conn.execute(
-            snapshots.insert().values(**values).returning(snapshots.c.seq)
-        )
+        del values["seq"]  # the statement numbers it
+        values["seq_deployment"] = sealed.info.deployment
+        result = await self._conn.execute(_APPEND, values)
         return sealed.info.model_copy(update={"seq": result.scalar_one()})
 
     async def prune(self, deployment: str, *, keep: int, protect: Collection[str]) -> list[str]:
         """One statement: delete the oldest snapshots beyond ``keep``, never a pinned one, one in
         ``protect``, or one an open rollback names (see ``domain.retention`` for the rule)."""
-        held = (
-            sa.select(sa.func.count()).where(snapshots.c.deployment == deployment).scalar_subquery()
-        )
-        excess = sa.case((held > keep, held - keep), else_=0)
-        open_targets = sa.union(
-            sa.select(rollbacks.c.target_snapshot_id).where(
-                rollbacks.c.deployment == deployment,
-                rollbacks.c.status.in_(OPEN_STATUSES),
-                rollbacks.c.target_snapshot_id.is_not(None),
-            ),
-            sa.select(rollbacks.c.pre_snapshot_id).where(
-                rollbacks.c.deployment == deployment,
-                rollbacks.c.status.in_(OPEN_STATUSES),
-                rollbacks.c.pre_snapshot_id.is_not(None),
-            ),
-        )
-        oldest = (
-            sa.select(snapshots.c.id)
-            .where(
-                snapshots.c.deployment == deployment,
-                snapshots.c.pinned.is_(False),
-                snapshots.c.id.not_in(list(protect)),
-                snapshots.c.id.not_in(open_targets),
-            )
-            .order_by(snapshots.c.seq)
-            .limit(excess)
-        )
-        result = await self._conn.execute(
-            snapshots.delete().where(snapshots.c.id.in_(oldest)).returning(snapshots.c.id)
-        )
-        return sorted(result.scalars())
+        params = {"prune_deployment": deployment, "keep": keep, "protect": sorted(protect)}
+        return sorted((await self._conn.execute(_PRUNE, params)).scalars())
 
     async def get(self, snapshot_id: str) -> SealedSnapshot | None:
-        query = sa.select(*_INFO_COLUMNS, snapshots.c.blob).where(snapshots.c.id == snapshot_id)
-        row = (await self._conn.execute(query)).mappings().first()
+        row = (await self._conn.execute(_GET, {"snapshot_id": snapshot_id})).mappings().first()
         return SealedSnapshot(info=_info(row), blob=bytes(row["blob"])) if row is not None else None
 
     async def of_deployment(self, deployment: str) -> list[SnapshotInfo]:

@@ -26,6 +26,9 @@ def _token(row: RowMapping) -> ApiToken:
     )
 
 
+_BY_DIGEST = sa.select(api_tokens).where(api_tokens.c.digest == sa.bindparam("digest"))
+
+
 class SqlTokenRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -35,7 +38,9 @@ class SqlTokenRepo:
         return _token(row) if row is not None else None
 
     async def by_digest(self, digest: str) -> ApiToken | None:
-        return await self._one(api_tokens.c.digest == digest)
+        # every API request authenticates: a statement built once
+        row = (await self._conn.execute(_BY_DIGEST, {"digest": digest})).mappings().first()
+        return _token(row) if row is not None else None
 
     async def get(self, name: str) -> ApiToken | None:
         return await self._one(api_tokens.c.name == name)
