@@ -54,6 +54,11 @@ from psycopg import sql
 
 from canaryguard.domain.documents import format_for_filename, parse_document
 
+if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.tables import markdown_table
+
 POLICY = "security"
 PG_DSN = os.environ.get("CANARYGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 HOST = "127.0.0.1"  # loopback only, for the server and the load
@@ -519,24 +524,7 @@ def table(backends: Sequence[Backend], concurrency: int) -> str:
                     str(result.errors),
                 ]
             )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    numeric = set(range(2, len(header)))
-
-    def line(row: list[str]) -> str:
-        cells = [
-            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        return "| " + " | ".join(cells) + " |"
-
-    rule = (
-        "|"
-        + "|".join(
-            "-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)
-        )
-        + "|"
-    )
-    return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+    return markdown_table(rows, numeric=set(range(2, len(header))))
 
 
 def cpu_note(backend: Backend, op: str) -> str:

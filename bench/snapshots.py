@@ -51,6 +51,11 @@ from canaryguard.domain.models import RollbackStatus, SnapshotKind
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.unit import Ports, new_id, unit_of_work
 
+if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.tables import markdown_table
+
 ACTOR = "bench"
 POLICY = "security"
 PG_DSN = os.environ.get("CANARYGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -303,24 +308,7 @@ def table(backends: Sequence[Backend]) -> str:
                     f"{high / goal:.2f} ({verdict})",
                 ]
             )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    numeric = {2, 3, 4, 6}
-
-    def line(row: list[str]) -> str:
-        cells = [
-            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        return "| " + " | ".join(cells) + " |"
-
-    rule = (
-        "|"
-        + "|".join(
-            "-" * (w + 1) + ":" if i in numeric else "-" * (w + 2) for i, w in enumerate(widths)
-        )
-        + "|"
-    )
-    return "\n".join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+    return markdown_table(rows, numeric={2, 3, 4, 6})
 
 
 async def seal_cost_us(backend: Backend, *, repeat: int = 2000) -> tuple[float, float]:
