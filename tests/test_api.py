@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from canaryguard.domain.assignment import Split, Variant, choose_variant
 from tests.servers import RunningServer
 
 NAME = "payments/security"
@@ -312,3 +313,61 @@ def test_nul_character_in_a_snapshot_id_is_refused(server: RunningServer) -> Non
             f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "r", "to": "snap\x00"}
         )
     assert response.status_code in (400, 404)
+
+
+def test_assignment_matches_the_local_assignment_code(server: RunningServer) -> None:
+    with server.client() as client:
+        deployment = setup_canary(client, percent=50)
+        split = Split(
+            canary_basis_points=5000,
+            salt=deployment["split"]["salt"],  # type: ignore[index]
+        )
+        for user in ("alice", "bob", "carol", "dave", "erin", "frank"):
+            got = client.get(
+                f"/api/v1/deployments/{NAME}/assignment", params={"user_id": user}
+            ).json()
+            expected = choose_variant(split, user_id=user)
+            assert got["variant"] == expected.value
+            assert got["document"] == (DOC2 if expected is Variant.CANARY else DOC1)
+            assert got["revision"] == 2
+
+
+def test_assignment_honours_forced_groups(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client, percent=0)
+        client.post(
+            f"/api/v1/deployments/{NAME}/split", json={"percent": 0, "canary_groups": ["qa"]}
+        )
+        forced = client.get(
+            f"/api/v1/deployments/{NAME}/assignment", params={"group": "qa", "user_id": "u"}
+        )
+        plain = client.get(f"/api/v1/deployments/{NAME}/assignment", params={"user_id": "u"})
+    assert (forced.json()["variant"], plain.json()["variant"]) == ("canary", "stable")
+    assert forced.json()["policy"]["version"] == "2"
+
+
+def test_reporter_may_read_assignments_but_not_deploy(server: RunningServer) -> None:
+    with server.client() as admin:
+        setup_canary(admin)
+        made = admin.post("/api/v1/tokens", json={"name": "sdk", "role": "reporter"}).json()
+    with server.client(made["token"]) as reporter:
+        assert (
+            reporter.get(
+                f"/api/v1/deployments/{NAME}/assignment", params={"user_id": "u"}
+            ).status_code
+            == 200
+        )
+        assert (
+            reporter.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 1}).status_code
+            == 403
+        )
+
+
+def test_malformed_attribute_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.get(
+            f"/api/v1/deployments/{NAME}/assignment", params={"attribute": "no-equals"}
+        )
+    assert response.status_code == 400
+    assert "KEY=VALUE" in response.json()["detail"]

@@ -8,7 +8,7 @@ import sys
 import canaryguard
 
 EXPECTED = {
-    "AlertLevel", "AlreadyExists", "AuditRecord", "CanaryGuard", "CanaryGuardError", "Conflict",
+    "AlertLevel", "AlreadyExists", "Assignment", "AuditRecord", "CanaryGuard", "CanaryGuardError", "Conflict",
     "Criterion", "Deployment", "DeploymentState", "EventRecord", "IllegalTransition",
     "IntegrityError", "InvalidInput", "MetricsSummary", "NotFound", "PolicyVersion",
     "RollbackAlert", "RollbackConfig", "RollbackFailedError", "RollbackKind", "RollbackMetrics",

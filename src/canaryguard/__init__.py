@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from canaryguard.domain.events import EventRecord
     from canaryguard.domain.models import (
         AlertLevel,
+        Assignment,
         AuditRecord,
         Deployment,
         DeploymentState,
@@ -66,6 +67,7 @@ _WHERE = {
     "Unavailable": "canaryguard.domain.errors",
     "EventRecord": "canaryguard.domain.events",
     "AlertLevel": "canaryguard.domain.models",
+    "Assignment": "canaryguard.domain.models",
     "AuditRecord": "canaryguard.domain.models",
     "Deployment": "canaryguard.domain.models",
     "DeploymentState": "canaryguard.domain.models",
@@ -91,6 +93,7 @@ _WHERE = {
 __all__ = [
     "AlertLevel",
     "AlreadyExists",
+    "Assignment",
     "AuditRecord",
     "CanaryGuard",
     "CanaryGuardError",

@@ -26,6 +26,7 @@ from canaryguard.api.schemas import (
 from canaryguard.domain.access import Access, ApiToken
 from canaryguard.domain.errors import Conflict, InvalidInput
 from canaryguard.domain.models import (
+    Assignment,
     Deployment,
     RollbackConfig,
     RollbackMetrics,
@@ -296,6 +297,30 @@ async def rollback(
 
     await _with_precondition(body, if_match, change)
     return record[0]
+
+
+@guarded(router, "GET", "/{name:path}/assignment", Access.STATE, response_model=Assignment)
+async def assignment(
+    name: str,
+    guard: Guard,
+    user_id: Annotated[str | None, Query(max_length=256)] = None,
+    ip: Annotated[str | None, Query(max_length=64)] = None,
+    attribute: Annotated[
+        list[str], Query(max_length=32, description="KEY=VALUE, repeatable (attribute criterion)")
+    ] = [],  # noqa: B006 - FastAPI copies query defaults per request
+    group: Annotated[list[str], Query(max_length=32, description="user groups, repeatable")] = [],  # noqa: B006
+) -> Assignment:
+    """Which variant and policy document one request gets, for clients that cannot run the
+    assignment code themselves (the SDK computes the same answer locally)."""
+    attributes: dict[str, str] = {}
+    for item in attribute:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"attribute must be KEY=VALUE, got {item!r}")
+        attributes[key] = value
+    return await guard.deployments.assign(
+        name, user_id=user_id, ip=ip, attributes=attributes, groups=group
+    )
 
 
 @guarded(router, "GET", "/{name:path}/metrics", Access.READ, response_model=RollbackMetrics)

@@ -10,10 +10,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from canaryguard.domain.assignment import Split
+from canaryguard.domain.assignment import Split, Variant
 
 __all__ = [
     "AlertLevel",
+    "Assignment",
     "AuditRecord",
     "Deployment",
     "DeploymentState",
@@ -158,6 +159,17 @@ class Deployment(_Frozen):
     )
     created_at: AwareDatetime
     updated_at: AwareDatetime
+
+
+class Assignment(_Frozen):
+    """What one request gets: the variant, its policy version in full, and the revision it
+    was decided at (so every request is served by exactly one consistent state)."""
+
+    deployment: str
+    revision: int
+    variant: Variant
+    policy: PolicyRef
+    document: dict[str, Any]
 
 
 class VariantMetrics(_Frozen):

@@ -9,7 +9,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from canaryguard.domain import rollout
-from canaryguard.domain.assignment import Criterion, percent_to_basis_points
+from canaryguard.domain.assignment import (
+    Criterion,
+    Variant,
+    choose_variant,
+    percent_to_basis_points,
+)
 from canaryguard.domain.documents import validate_document
 from canaryguard.domain.errors import AlreadyExists, InvalidInput, NotFound
 from canaryguard.domain.events import (
@@ -21,7 +26,7 @@ from canaryguard.domain.events import (
     Event,
     SplitChanged,
 )
-from canaryguard.domain.models import Deployment, RollbackConfig, SnapshotKind
+from canaryguard.domain.models import Assignment, Deployment, RollbackConfig, SnapshotKind
 from canaryguard.domain.states import Action, check_transition
 from canaryguard.engine.policies import resolve
 from canaryguard.engine.snapshots import SnapshotService
@@ -313,6 +318,36 @@ class DeploymentService:
             return RollbackConfig.model_validate({**base.model_dump(), **changes})
         except ValidationError as exc:
             raise InvalidInput(f"invalid rollback settings: {_config_errors(exc)}") from exc
+
+    async def assign(
+        self,
+        name: str,
+        *,
+        user_id: str | None = None,
+        ip: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        groups: Sequence[str] = (),
+    ) -> Assignment:
+        """The variant and policy one request gets, decided by the same pure code the client
+        SDK runs locally (for clients that cannot run it)."""
+        async with self._ports.store.read() as tx:
+            deployment = await tx.deployments.get(name)
+            if deployment is None:
+                raise NotFound(f"no deployment named {name!r}")
+            variant = choose_variant(
+                deployment.split, user_id=user_id, ip=ip, attributes=attributes, groups=groups
+            )
+            ref = deployment.canary if variant is Variant.CANARY else deployment.stable
+            if ref is None:  # the split sends nobody to a canary that does not exist
+                ref, variant = deployment.stable, Variant.STABLE
+            document = await self._snapshots.documents.get(tx, ref)
+        return Assignment(
+            deployment=name,
+            revision=deployment.revision,
+            variant=variant,
+            policy=ref,
+            document=document.document,
+        )
 
     async def get(self, name: str) -> Deployment:
         async with self._ports.store.read() as tx:
