@@ -47,7 +47,7 @@ from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.adapters.store import open_store
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.events import SnapshotCreated
-from canaryguard.domain.models import RollbackStatus, SnapshotKind
+from canaryguard.domain.models import Observation, RollbackStatus, SnapshotKind
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.unit import Ports, new_id, unit_of_work
 
@@ -186,28 +186,24 @@ async def prepare_canary(backend: Backend, rng: random.Random) -> None:
     await app.deployments.start_canary(
         name, policy=backend.canary_policy, percent=CANARY_PERCENT, actor=ACTOR
     )
-    now = app.ports.clock.now()
-    async with app.ports.store.write(exclusive=False) as tx:
-        for second in range(OBSERVED_SECONDS):
-            at = int((now - timedelta(seconds=OBSERVED_SECONDS - second)).timestamp())
-            await tx.observations.add(
-                name,
-                Variant.STABLE,
-                second=at,
-                requests=900,
-                errors=9,
-                latency_sum_ms=900 * 42.0,
-                latency_max_ms=180.0,
-            )
-            await tx.observations.add(
-                name,
-                Variant.CANARY,
-                second=at,
-                requests=100,
-                errors=5,
-                latency_sum_ms=100 * 55.0,
-                latency_max_ms=900.0,
-            )
+    now = int(app.ports.clock.now().timestamp())
+    minute = [
+        Observation(
+            deployment=name,
+            variant=variant,
+            second=now - OBSERVED_SECONDS + second,
+            requests=requests,
+            errors=errors,
+            latency_sum_ms=requests * mean_ms,
+            latency_max_ms=max_ms,
+        )
+        for second in range(OBSERVED_SECONDS)
+        for variant, requests, errors, mean_ms, max_ms in (
+            (Variant.STABLE, 900, 9, 42.0, 180.0),
+            (Variant.CANARY, 100, 5, 55.0, 900.0),
+        )
+    ]
+    await app.observations.ingest(minute)
     backend.pending = name
     backend.touched.add(name)
 

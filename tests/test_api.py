@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 
 import httpx
@@ -371,3 +373,86 @@ def test_malformed_attribute_is_refused(server: RunningServer) -> None:
         )
     assert response.status_code == 400
     assert "KEY=VALUE" in response.json()["detail"]
+
+
+def observations_batch(count: int = 3, **extra: object) -> dict[str, object]:
+    now = int(time.time())
+    return {
+        "observations": [
+            {"deployment": NAME, "variant": "canary", "second": now - i, "requests": 10, "errors": 1,
+             "latency_sum_ms": 120.0, "latency_max_ms": 40.0, "histogram": {"25": 10}}
+            for i in range(count)
+        ],
+        **extra,
+    }  # fmt: skip
+
+
+def test_reported_observations_show_in_the_status(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post("/api/v1/observations", json=observations_batch(3, batch_id="b-1"))
+        status = client.get(f"/api/v1/deployments/{NAME}/status").json()
+    assert (response.status_code, response.json()) == (202, {"accepted": 3, "duplicate": False})
+    assert (status["metrics"]["canary"]["requests"], status["metrics"]["canary"]["errors"]) == (
+        30,
+        3,
+    )
+
+
+def test_a_retried_batch_is_counted_once(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        client.post("/api/v1/observations", json=observations_batch(2, batch_id="b-2"))
+        again = client.post("/api/v1/observations", json=observations_batch(2, batch_id="b-2"))
+        status = client.get(f"/api/v1/deployments/{NAME}/status").json()
+    assert again.json()["duplicate"] is True
+    assert status["metrics"]["canary"]["requests"] == 20
+
+
+def test_gzip_compressed_batches_are_accepted(server: RunningServer) -> None:
+    body = gzip.compress(json.dumps(observations_batch(5)).encode())
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(
+            "/api/v1/observations",
+            content=body,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+    assert (response.status_code, response.json()["accepted"]) == (202, 5)
+
+
+def test_a_gzip_bomb_is_refused(server: RunningServer) -> None:
+    bomb = gzip.compress(b'{"observations": [' + b" " * 20_000_000 + b"]}")
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/observations",
+            content=bomb,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+    assert response.status_code == 413
+
+
+def test_corrupt_gzip_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/observations", content=b"not gzip", headers={"content-encoding": "gzip"}
+        )
+    assert response.status_code == 400
+
+
+def test_a_bad_entry_refuses_the_batch_and_names_it(server: RunningServer) -> None:
+    batch = observations_batch(3)
+    batch["observations"][2]["errors"] = 99  # type: ignore[index]
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post("/api/v1/observations", json=batch)
+        status = client.get(f"/api/v1/deployments/{NAME}/status").json()
+    assert response.status_code == 422
+    assert "observations/2" in response.json()["detail"]
+    assert status["metrics"]["canary"]["requests"] == 0
+
+
+def test_observations_for_an_unknown_deployment_are_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.post("/api/v1/observations", json=observations_batch(1))
+    assert response.status_code == 404

@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
+import sqlalchemy as sa
 
+from canaryguard.adapters.store import SqlStore
+from canaryguard.adapters.store.schema import observation_buckets
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.errors import InvalidInput, NotFound
+from canaryguard.domain.models import Observation
 from canaryguard.engine.app import CanaryGuard
 from tests.helpers import seed
 
@@ -55,11 +59,11 @@ async def test_observations_outside_the_window_do_not_count(app: CanaryGuard) ->
 @pytest.mark.parametrize(
     ("requests", "errors", "latency", "message"),
     [
-        (1, 2, 1.0, "errors <= requests"),
-        (-1, 0, 1.0, "errors <= requests"),
-        (1, 0, math.inf, "finite"),
-        (1, 0, math.nan, "finite"),
-        (1, 0, -1.0, "not negative"),
+        (1, 2, 1.0, "errors .2. exceed requests .1."),
+        (-1, 0, 1.0, "requests: Input should be greater than or equal to 0"),
+        (1, 0, math.inf, "latency_sum_ms: Input should be a finite number"),
+        (1, 0, math.nan, "latency_sum_ms: Input should be a finite number"),
+        (1, 0, -1.0, "latency_sum_ms: Input should be greater than or equal to 0"),
     ],
 )
 async def test_bad_observations_are_refused(
@@ -88,7 +92,7 @@ async def test_observation_for_an_unknown_deployment_is_refused(app: CanaryGuard
 
 async def test_unknown_variant_is_refused(app: CanaryGuard) -> None:
     await seed(app)
-    with pytest.raises(InvalidInput, match="stable or canary"):
+    with pytest.raises(InvalidInput, match="variant: Input should be 'stable' or 'canary'"):
         await app.observations.record(
             NAME,
             "blue",
@@ -98,3 +102,61 @@ async def test_unknown_variant_is_refused(app: CanaryGuard) -> None:
             latency_sum_ms=1,
             latency_max_ms=1,
         )
+
+
+def observation(second: int, **changes: object) -> Observation:
+    values: dict[str, object] = {
+        "deployment": NAME, "variant": "canary", "second": second, "requests": 10, "errors": 1,
+        "latency_sum_ms": 100.0, "latency_max_ms": 30.0, "histogram": {24: 4, 30: 6},
+    }  # fmt: skip
+    values.update(changes)
+    return Observation.model_validate(values)
+
+
+async def test_a_batch_is_merged_once_however_often_it_is_retried(app: CanaryGuard) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    batch = [observation(now), observation(now - 1)]
+    first = await app.observations.ingest(batch, batch_id="b-1")
+    again = await app.observations.ingest(batch, batch_id="b-1")
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert (await app.observations.summary(NAME)).canary.requests == 20
+
+
+async def test_one_bad_entry_refuses_the_whole_batch_naming_it(app: CanaryGuard) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    with pytest.raises(InvalidInput, match="observation 1: second"):
+        await app.observations.ingest([observation(now), observation(now - 8 * 86_400)])
+    assert (await app.observations.summary(NAME)).canary.requests == 0
+
+
+async def test_unknown_deployment_in_a_batch_refuses_it(app: CanaryGuard) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    with pytest.raises(NotFound, match="'ghost'"):
+        await app.observations.ingest([observation(now), observation(now, deployment="ghost")])
+    assert (await app.observations.summary(NAME)).canary.requests == 0
+
+
+def test_histogram_must_add_up_to_requests() -> None:
+    with pytest.raises(ValueError, match="add up to requests"):
+        observation(0, histogram={3: 2})
+
+
+def test_histogram_buckets_are_bounded() -> None:
+    with pytest.raises(ValueError, match="buckets are 0"):
+        observation(0, histogram={999: 10})
+
+
+async def test_histogram_buckets_are_merged_in_the_store(app: CanaryGuard) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    await app.observations.ingest([observation(now), observation(now)])
+    store = app.ports.store
+    assert isinstance(store, SqlStore)
+    async with store.engine.connect() as conn:
+        rows = (
+            await conn.execute(sa.select(observation_buckets.c.bucket, observation_buckets.c.count))
+        ).all()
+    assert sorted(rows) == [(24, 8), (30, 12)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,22 +18,26 @@ from canaryguard.api import (
     routes_admin,
     routes_deployments,
     routes_events,
+    routes_observations,
     routes_policies,
     routes_records,
 )
 from canaryguard.api.auth import check_every_route_is_guarded
-from canaryguard.api.limits import MAX_BODY_BYTES, BodySizeLimit, RejectNul
+from canaryguard.api.limits import MAX_BODY_BYTES, BodySizeLimit, GzipRequest, RejectNul
 from canaryguard.api.metrics import MetricsExporter
 from canaryguard.api.problems import install_problem_handlers, problem
 from canaryguard.engine.app import CanaryGuard
 
 __all__ = ["ROUTERS", "api_routes", "create_app"]
 
+log = logging.getLogger(__name__)
+
 ROUTERS = (
     routes_policies.router,
     routes_deployments.router,
     routes_records.router,
     routes_events.router,
+    routes_observations.router,
     routes_admin.router,
 )
 
@@ -58,12 +64,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         exporter.start()
+        housekeeping = asyncio.create_task(_housekeeping(guard))
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
             app.state.shutdown.set()
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
             await exporter.stop()
 
     app = FastAPI(
@@ -78,6 +88,7 @@ def create_app(
             {"name": "rollbacks", "description": "Rollback records and metrics"},
             {"name": "audit", "description": "The hash-chained audit log"},
             {"name": "events", "description": "CloudEvents, stored and live (SSE)"},
+            {"name": "observations", "description": "Outcomes reported by clients"},
             {"name": "tokens", "description": "API tokens and roles"},
             {"name": "keys", "description": "Snapshot encryption keys"},
         ],
@@ -91,6 +102,7 @@ def create_app(
     check_every_route_is_guarded(ROUTERS)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(GzipRequest)  # innermost: the size limit below counts compressed bytes
     app.add_middleware(BodySizeLimit, limit=max_body_bytes)
     app.add_middleware(RejectNul)
 
@@ -114,6 +126,16 @@ def create_app(
         return Response(generate_latest(exporter.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _housekeeping(guard: CanaryGuard, every: float = 600.0) -> None:
+    """Forget observation batch ids past the retry horizon, every ten minutes."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await guard.observations.forget_old_batches()
+        except Exception:  # a failed round is retried at the next one
+            log.exception("housekeeping failed")
 
 
 def api_routes() -> list[APIRoute]:

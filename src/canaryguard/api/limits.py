@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_BODY_BYTES", "BodySizeLimit", "RejectNul"]
+__all__ = ["MAX_BODY_BYTES", "BodySizeLimit", "GzipRequest", "RejectNul"]
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a policy document may be 1 MB; JSON escaping can double it
 
@@ -96,3 +97,53 @@ class RejectNul:
             )
             return
         await self.app(scope, receive, send)
+
+
+MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may inflate to this, no further
+
+
+class GzipRequest:
+    """ASGI middleware: inflate request bodies sent with ``Content-Encoding: gzip`` (clients
+    send observation batches compressed), refusing ones that inflate past a limit."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_INFLATED_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers", [])) if scope["type"] == "http" else {}
+        if headers.get(b"content-encoding", b"").lower() != b"gzip":
+            await self.app(scope, receive, send)
+            return
+        compressed = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            compressed += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(bytes(compressed), self.limit + 1)
+        except zlib.error:
+            await _problem(send, 400, "invalid-input", "Bad Request", "the gzip body is corrupt")
+            return
+        if len(body) > self.limit or inflater.unconsumed_tail:
+            detail = f"the body inflates to more than {self.limit} bytes"
+            await _problem(send, 413, "too-large", "Content Too Large", detail)
+            return
+        rest = [
+            (k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")
+        ]
+        inner = {**scope, "headers": [*rest, (b"content-length", str(len(body)).encode())]}
+        sent = False
+
+        async def inflated() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(inner, inflated, send)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from canaryguard.domain.assignment import Split, Variant
+from canaryguard.domain.histogram import MAX_BUCKET
 
 __all__ = [
     "AlertLevel",
@@ -19,6 +20,7 @@ __all__ = [
     "Deployment",
     "DeploymentState",
     "MetricsSummary",
+    "Observation",
     "PolicyDocument",
     "PolicyRef",
     "PolicyVersion",
@@ -170,6 +172,36 @@ class Assignment(_Frozen):
     variant: Variant
     policy: PolicyRef
     document: dict[str, Any]
+
+
+class Observation(_Frozen):
+    """Outcomes of one variant of one deployment in one second, as clients pre-aggregate them.
+
+    ``histogram`` is a log-bucket latency histogram (``domain.histogram``) whose counts add up
+    to ``requests`` when latencies were measured (it may be empty when they were not).
+    """
+
+    deployment: str = Field(min_length=1, max_length=256)
+    variant: Variant
+    second: int = Field(ge=0, le=2**40, description="Unix time, whole seconds (UTC)")
+    revision: int | None = Field(default=None, ge=1, le=2**62)
+    requests: int = Field(ge=0, le=10**12)
+    errors: int = Field(ge=0, le=10**12)
+    latency_sum_ms: float = Field(default=0, ge=0, allow_inf_nan=False)
+    latency_max_ms: float = Field(default=0, ge=0, allow_inf_nan=False)
+    histogram: dict[int, int] = Field(default_factory=dict, max_length=MAX_BUCKET + 1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Observation:
+        if self.errors > self.requests:
+            raise ValueError(f"errors ({self.errors}) exceed requests ({self.requests})")
+        if any(
+            not 0 <= bucket <= MAX_BUCKET or count < 0 for bucket, count in self.histogram.items()
+        ):
+            raise ValueError(f"histogram buckets are 0..{MAX_BUCKET} with counts >= 0")
+        if self.histogram and sum(self.histogram.values()) != self.requests:
+            raise ValueError("histogram counts must add up to requests")
+        return self
 
 
 class VariantMetrics(_Frozen):

@@ -19,6 +19,7 @@ from canaryguard.domain.events import Event, EventRecord
 from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
+    Observation,
     PolicyVersion,
     RollbackKind,
     RollbackMetrics,
@@ -115,6 +116,10 @@ class DeploymentRepo(Protocol):
 
     async def all(self) -> list[Deployment]: ...
 
+    async def existing(self, names: Collection[str]) -> set[str]:
+        """Which of ``names`` are deployments."""
+        ...
+
 
 class SnapshotRepo(Protocol):
     async def insert(self, sealed: SealedSnapshot) -> None:
@@ -178,19 +183,15 @@ class AuditLog(Protocol):
 
 
 class ObservationRepo(Protocol):
-    async def add(
-        self,
-        deployment: str,
-        variant: Variant,
-        *,
-        second: int,
-        requests: int,
-        errors: int,
-        latency_sum_ms: float,
-        latency_max_ms: float,
-    ) -> None:
-        """Merge one per-second aggregate into the rollup (adds counts, keeps the maximum)."""
+    async def add_many(self, batch: Sequence[Observation]) -> None:
+        """Merge per-second aggregates (counts add up, the maximum is kept, buckets add up)."""
         ...
+
+    async def first_time(self, batch_id: str, *, at: datetime) -> bool:
+        """Record a batch id; False when it was recorded before (a retry)."""
+        ...
+
+    async def forget_batches(self, *, before: datetime) -> None: ...
 
     async def summarize(
         self, deployment: str, *, since_second: int, until_second: int

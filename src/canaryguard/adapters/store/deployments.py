@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -70,6 +72,12 @@ class SqlDeploymentRepo:
                 f"was read, it is now {current}",
                 current_revision=current,
             )
+
+    async def existing(self, names: Collection[str]) -> set[str]:
+        if not names:
+            return set()
+        query = sa.select(deployments.c.name).where(deployments.c.name.in_(list(names)))
+        return set((await self._conn.execute(query)).scalars())
 
     async def all(self) -> list[Deployment]:
         query = sa.select(deployments.c.body).order_by(deployments.c.name)

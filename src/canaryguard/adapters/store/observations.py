@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from canaryguard.adapters.store.schema import observations
+from canaryguard.adapters.store.schema import observation_batches, observation_buckets, observations
 from canaryguard.domain.assignment import Variant
-from canaryguard.domain.models import VariantMetrics
+from canaryguard.domain.models import Observation, VariantMetrics
 
 __all__ = ["SqlObservationRepo"]
 
@@ -31,52 +34,96 @@ _SUMMARY = (
 )
 
 
+def _upserts(dialect: str) -> tuple[sa.Executable, sa.Executable]:
+    """The two merge statements (per-second counts; histogram buckets) for ``dialect``."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    counts = insert(observations)
+    counts = counts.on_conflict_do_update(
+        index_elements=[observations.c.deployment, observations.c.variant, observations.c.second],
+        set_={
+            "requests": observations.c.requests + counts.excluded.requests,
+            "errors": observations.c.errors + counts.excluded.errors,
+            "latency_sum_ms": observations.c.latency_sum_ms + counts.excluded.latency_sum_ms,
+            "latency_max_ms": sa.case(
+                (
+                    counts.excluded.latency_max_ms > observations.c.latency_max_ms,
+                    counts.excluded.latency_max_ms,
+                ),
+                else_=observations.c.latency_max_ms,
+            ),
+        },
+    )
+    buckets = insert(observation_buckets)
+    buckets = buckets.on_conflict_do_update(
+        index_elements=[
+            observation_buckets.c.deployment,
+            observation_buckets.c.variant,
+            observation_buckets.c.second,
+            observation_buckets.c.bucket,
+        ],
+        set_={"count": observation_buckets.c.count + buckets.excluded.count},
+    )
+    return counts, buckets
+
+
+_UPSERTS = {dialect: _upserts(dialect) for dialect in ("sqlite", "postgresql")}
+
+
 class SqlObservationRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(
-        self,
-        deployment: str,
-        variant: Variant,
-        *,
-        second: int,
-        requests: int,
-        errors: int,
-        latency_sum_ms: float,
-        latency_max_ms: float,
-    ) -> None:
-        insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(observations).values(
-            deployment=deployment,
-            variant=variant.value,
-            second=second,
-            requests=requests,
-            errors=errors,
-            latency_sum_ms=latency_sum_ms,
-            latency_max_ms=latency_max_ms,
-        )
-        excluded = statement.excluded
-        statement = statement.on_conflict_do_update(
-            index_elements=[
-                observations.c.deployment,
-                observations.c.variant,
-                observations.c.second,
+    async def add_many(self, batch: Sequence[Observation]) -> None:
+        """Merge per-second aggregates: counts add up, the maximum is kept, buckets add up."""
+        if not batch:
+            return
+        counts, buckets = _UPSERTS[self._conn.dialect.name]
+        await self._conn.execute(
+            counts,
+            [
+                {
+                    "deployment": o.deployment,
+                    "variant": o.variant.value,
+                    "second": o.second,
+                    "requests": o.requests,
+                    "errors": o.errors,
+                    "latency_sum_ms": o.latency_sum_ms,
+                    "latency_max_ms": o.latency_max_ms,
+                }
+                for o in batch
             ],
-            set_={
-                "requests": observations.c.requests + excluded.requests,
-                "errors": observations.c.errors + excluded.errors,
-                "latency_sum_ms": observations.c.latency_sum_ms + excluded.latency_sum_ms,
-                "latency_max_ms": sa.case(
-                    (
-                        excluded.latency_max_ms > observations.c.latency_max_ms,
-                        excluded.latency_max_ms,
-                    ),
-                    else_=observations.c.latency_max_ms,
-                ),
-            },
         )
-        await self._conn.execute(statement)
+        rows = [
+            {
+                "deployment": o.deployment,
+                "variant": o.variant.value,
+                "second": o.second,
+                "bucket": bucket,
+                "count": count,
+            }
+            for o in batch
+            for bucket, count in o.histogram.items()
+            if count
+        ]
+        if rows:
+            await self._conn.execute(buckets, rows)
+
+    async def first_time(self, batch_id: str, *, at: datetime) -> bool:
+        """Record ``batch_id``; False when it was recorded before (a retried batch)."""
+        insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
+        # RETURNING, not rowcount: psycopg reports -1 for this INSERT through SQLAlchemy
+        statement = (
+            insert(observation_batches)
+            .on_conflict_do_nothing()
+            .returning(observation_batches.c.batch_id)
+        )
+        result = await self._conn.execute(statement, {"batch_id": batch_id, "received_at": at})
+        return result.first() is not None
+
+    async def forget_batches(self, *, before: datetime) -> None:
+        await self._conn.execute(
+            observation_batches.delete().where(observation_batches.c.received_at < before)
+        )
 
     async def summarize(
         self, deployment: str, *, since_second: int, until_second: int

@@ -21,6 +21,8 @@ __all__ = [
     "deployments",
     "event_log",
     "metadata",
+    "observation_batches",
+    "observation_buckets",
     "observations",
     "policy_schemas",
     "policy_versions",
@@ -186,4 +188,22 @@ api_tokens = sa.Table(
     sa.Column("created_by", sa.String(128), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+observation_buckets = sa.Table(
+    "observation_buckets",
+    metadata,
+    sa.Column("deployment", sa.String(256), primary_key=True),
+    sa.Column("variant", sa.String(16), primary_key=True),
+    sa.Column("second", BigInt, primary_key=True, autoincrement=False),
+    sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("count", BigInt, nullable=False),
+)
+
+# Batch ids already merged, so a client that retries a batch is not counted twice.
+observation_batches = sa.Table(
+    "observation_batches",
+    metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("received_at", UTCDateTime, nullable=False, index=True),
 )
