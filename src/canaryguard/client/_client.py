@@ -1,0 +1,384 @@
+"""The client SDK: local assignment, outcome reporting, and state followed by push.
+
+Threads: a *follower* keeps each deployment's state current (Server-Sent Events with
+``Last-Event-ID`` resume, polling while the stream is down) and a *sender* flushes outcomes
+every ``flush_interval`` seconds as one gzip batch. ``assign`` and ``record`` never touch the
+network. With ``cache_dir``, the last known good state is kept on disk, so an instance that
+restarts while the server is down still serves (fail-static).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from canaryguard.client._buffer import OutcomeBuffer
+from canaryguard.client._state import Assignment, DeploymentState, PolicyVersion
+from canaryguard.domain.assignment import Variant, choose_variant
+
+__all__ = ["Client", "ClientStats", "NotReady"]
+
+log = logging.getLogger("canaryguard.client")
+MAX_BATCH = 5_000
+
+
+class NotReady(RuntimeError):
+    """No state for this deployment yet: the server was never reached and no cache exists."""
+
+
+@dataclass
+class ClientStats:
+    """What the client could not do, counted."""
+
+    batches_sent: int = 0
+    batches_retried: int = 0
+    batches_dropped: int = 0
+    observations_dropped: int = 0
+    outcomes_dropped: int = 0  # the buffer was full
+    state_updates: int = 0
+    stream_reconnects: int = 0
+
+
+class Client:
+    """canaryguard for an application process (thread-safe; safe across ``fork``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        deployments: Iterable[str],
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        flush_interval: float = 1.0,
+        poll_interval: float = 5.0,
+        timeout: float = 5.0,
+        max_retries: int = 5,
+        max_pending_batches: int = 100,
+        start: bool = True,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._names = tuple(dict.fromkeys(deployments))
+        self._cache = Path(cache_dir) if cache_dir is not None else None
+        self._flush_interval = flush_interval
+        self._poll_interval = poll_interval
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._pending: deque[tuple[list[dict[str, Any]], str, int]] = deque(
+            maxlen=max_pending_batches
+        )
+        self._states: dict[str, DeploymentState] = {}
+        self._documents: dict[tuple[str, str], PolicyVersion] = {}
+        self._buffer = OutcomeBuffer()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_event_id: int | None = None
+        self.stats = ClientStats()
+        _forget_in_children(self)
+        self._load_cache()
+        if start:
+            self.start()
+
+    # -- the hot path ------------------------------------------------------------------------
+    def assign(
+        self,
+        deployment: str,
+        *,
+        user_id: str | None = None,
+        ip: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        groups: Collection[str] = (),
+    ) -> Assignment:
+        """The variant, policy and revision for one request, computed locally."""
+        state = self._states.get(deployment)
+        if state is None:
+            raise NotReady(
+                f"no state for deployment {deployment!r} yet (server unreachable, no cache)"
+            )
+        variant = choose_variant(
+            state.split, user_id=user_id, ip=ip, attributes=attributes, groups=groups
+        )
+        policy = (
+            state.canary if variant is Variant.CANARY and state.canary is not None else state.stable
+        )
+        if policy is state.stable:
+            variant = Variant.STABLE
+        return Assignment(
+            deployment=deployment, revision=state.revision, variant=variant, policy=policy
+        )
+
+    def record(self, assignment: Assignment, *, ok: bool, latency_ms: float) -> None:
+        """Count one outcome (aggregated locally, sent within ``flush_interval``)."""
+        self._buffer.add(
+            assignment.deployment,
+            assignment.revision,
+            assignment.variant,
+            ok=ok,
+            latency_ms=latency_ms,
+        )
+
+    @contextlib.contextmanager
+    def track(self, assignment: Assignment) -> Iterator[None]:
+        """Time the block; an exception counts as an error (and is re-raised)."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self.record(assignment, ok=ok, latency_ms=(time.perf_counter() - started) * 1000)
+
+    def revision(self, deployment: str) -> int | None:
+        state = self._states.get(deployment)
+        return state.revision if state is not None else None
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._refresh_all()
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        self._stop.clear()
+        self._threads = [
+            threading.Thread(target=self._follow, name="canaryguard-follow", daemon=True),
+            threading.Thread(target=self._send_loop, name="canaryguard-send", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def flush(self) -> None:
+        """Send everything recorded so far (including the current second)."""
+        self._send(self._buffer.drain(everything=True))
+
+    def close(self) -> None:
+        """Stop the threads and flush: call at shutdown (or use the client as a context manager)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self._timeout + 1)
+        self.flush()
+        self.stats.outcomes_dropped = self._buffer.dropped
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- state -------------------------------------------------------------------------------
+    def _http(self) -> httpx.Client:
+        return httpx.Client(base_url=self._base, headers=self._headers, timeout=self._timeout)
+
+    def _refresh_all(self) -> None:
+        try:
+            with self._http() as http:
+                for name in self._names:
+                    self._refresh(http, name)
+        except httpx.HTTPError as exc:
+            log.warning("canaryguard unreachable (%s); serving the last known good state", exc)
+
+    def _refresh(self, http: httpx.Client, name: str) -> None:
+        response = http.get(f"/api/v1/deployments/{name}")
+        response.raise_for_status()
+        body = response.json()
+        stable = self._policy(http, body["stable"])
+        canary = self._policy(http, body["canary"]) if body.get("canary") else None
+        state = DeploymentState.from_json(
+            {
+                "name": name,
+                "revision": body["revision"],
+                "split": body["split"],
+                "stable": _policy_json(stable),
+                "canary": _policy_json(canary) if canary else None,
+            }
+        )
+        self._apply(state)
+
+    def _policy(self, http: httpx.Client, ref: dict[str, str]) -> PolicyVersion:
+        key = (ref["name"], ref["version"])
+        cached = self._documents.get(key)
+        if cached is not None:
+            return cached
+        response = http.get(f"/api/v1/policies/{ref['name']}/versions/{ref['version']}")
+        response.raise_for_status()
+        body = response.json()
+        policy = PolicyVersion(
+            body["name"], body["version"], body["content_hash"], body["document"]
+        )
+        self._documents[key] = policy
+        return policy
+
+    def _apply(self, state: DeploymentState) -> None:
+        with self._lock:
+            current = self._states.get(state.name)
+            if current is not None and state.revision <= current.revision:
+                return  # never go back to an older revision
+            self._states[state.name] = state
+            self.stats.state_updates += 1
+        self._save_cache(state)
+
+    def _follow(self) -> None:
+        pause = 0.5
+        while not self._stop.is_set():
+            try:
+                self._stream()
+                pause = 0.5
+            except (httpx.HTTPError, ValueError) as exc:
+                log.debug("event stream interrupted: %s", exc)
+            if self._stop.is_set():
+                return
+            self.stats.stream_reconnects += 1
+            self._refresh_all()  # polling while the stream is down
+            self._stop.wait(min(pause, self._poll_interval))
+            pause = min(pause * 2, self._poll_interval)
+
+    def _stream(self) -> None:
+        headers = dict(self._headers)
+        if self._last_event_id is not None:
+            headers["Last-Event-ID"] = str(self._last_event_id)
+        timeout = httpx.Timeout(self._timeout, read=max(self._timeout, 30.0))
+        with (
+            httpx.Client(base_url=self._base, headers=headers, timeout=timeout) as http,
+            http.stream("GET", "/api/v1/events") as response,
+        ):
+            response.raise_for_status()
+            self._refresh_all()  # anything that changed while we were not listening
+            data: list[str] = []
+            for line in response.iter_lines():
+                if self._stop.is_set():
+                    return
+                if line.startswith("id:"):
+                    self._last_event_id = int(line[3:].strip())
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    self._on_event(http, json.loads("".join(data)))
+                    data = []
+
+    def _on_event(self, http: httpx.Client, event: dict[str, Any]) -> None:
+        name = event.get("subject")
+        revision = event.get("canaryguardrevision")
+        if name not in self._names or not isinstance(revision, int):
+            return
+        current = self.revision(name)
+        if current is None or revision > current:
+            self._refresh(http, name)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while not self._stop.wait(self._flush_interval):
+            self._send(self._buffer.drain())
+
+    def _send(self, observations: list[dict[str, Any]]) -> None:
+        for start in range(0, len(observations), MAX_BATCH):
+            self._pending.append(
+                (observations[start : start + MAX_BATCH], secrets.token_hex(12), 0)
+            )
+        if not self._pending:
+            return
+        with self._http() as http:
+            for _ in range(len(self._pending)):
+                batch, batch_id, attempts = self._pending.popleft()
+                body = gzip.compress(
+                    json.dumps({"batch_id": batch_id, "observations": batch}).encode()
+                )
+                try:
+                    response = http.post(
+                        "/api/v1/observations",
+                        content=body,
+                        headers={"content-type": "application/json", "content-encoding": "gzip"},
+                    )
+                    if response.status_code >= 500:
+                        raise httpx.HTTPStatusError(
+                            "server error", request=response.request, response=response
+                        )
+                except httpx.HTTPError:
+                    if attempts + 1 > self._max_retries:
+                        self.stats.batches_dropped += 1
+                        self.stats.observations_dropped += len(batch)
+                    else:
+                        self.stats.batches_retried += 1
+                        self._pending.append(
+                            (batch, batch_id, attempts + 1)
+                        )  # same id: counted once
+                    continue
+                if response.is_success:
+                    self.stats.batches_sent += 1
+                else:  # the server refused it (4xx): resending cannot help
+                    self.stats.batches_dropped += 1
+                    self.stats.observations_dropped += len(batch)
+                    log.warning("canaryguard refused a batch: %s", response.text[:200])
+
+    # -- fail-static cache -------------------------------------------------------------------
+    def _cache_file(self, name: str) -> Path | None:
+        if self._cache is None:
+            return None
+        return self._cache / (name.replace("/", "__") + ".json")
+
+    def _save_cache(self, state: DeploymentState) -> None:
+        path = self._cache_file(state.name)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state.to_json()))
+        os.replace(tmp, path)
+
+    def _load_cache(self) -> None:
+        for name in self._names:
+            path = self._cache_file(name)
+            if path is None or not path.exists():
+                continue
+            try:
+                self._apply(DeploymentState.from_json(json.loads(path.read_text())))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring the unreadable state cache %s: %s", path, exc)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked worker starts with the parent's state but none of its threads or outcomes."""
+        self._lock = threading.Lock()
+        self._buffer.reset()
+        self._pending.clear()
+        self.stats = ClientStats()
+        if self._threads:  # the parent's threads do not exist here: start this process's own
+            self._stop = threading.Event()
+            self._start_threads()
+
+
+def _policy_json(policy: PolicyVersion) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "version": policy.version,
+        "content_hash": policy.content_hash,
+        "document": policy.document,
+    }
+
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _forget_in_children(client: Client) -> None:
+    _clients.add(client)
+
+
+def _after_fork() -> None:
+    for client in list(_clients):
+        client._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

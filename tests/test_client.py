@@ -1,0 +1,190 @@
+"""The client SDK against a real server: local assignment, reporting, push updates, fail-static,
+retries and drops, fork safety."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from canaryguard.client import Client, NotReady
+from canaryguard.client._state import DeploymentState, PolicyVersion
+from canaryguard.domain.assignment import Split
+from tests.servers import RunningServer, free_port, running_server
+
+NAME = "payments/security"
+
+
+def seed(server: RunningServer, percent: float = 50) -> str:
+    """A deployment with a canary; returns a reporter token."""
+    with server.client() as admin:
+        admin.post("/api/v1/policies/sec/versions", json={"document": {"tls": "1.2"}})
+        admin.post("/api/v1/policies/sec/versions", json={"document": {"tls": "1.3"}})
+        admin.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"})
+        admin.post(
+            f"/api/v1/deployments/{NAME}/canary", json={"policy": "sec@2", "percent": percent}
+        )
+        token: str = admin.post("/api/v1/tokens", json={"name": "sdk", "role": "reporter"}).json()[
+            "token"
+        ]
+    return token
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_local_assignment_matches_the_server(server: RunningServer) -> None:
+    token = seed(server)
+    with Client(server.url, token, [NAME]) as client, server.client() as admin:
+        for user in [f"user-{i}" for i in range(40)]:
+            local = client.assign(NAME, user_id=user)
+            remote = admin.get(
+                f"/api/v1/deployments/{NAME}/assignment", params={"user_id": user}
+            ).json()
+            assert (local.variant.value, local.document, local.revision) == (
+                remote["variant"], remote["document"], remote["revision"]
+            )  # fmt: skip
+
+
+def test_recorded_outcomes_reach_the_server(server: RunningServer) -> None:
+    token = seed(server)
+    with Client(server.url, token, [NAME], flush_interval=0.2) as client:
+        assignment = client.assign(NAME, user_id="alice")
+        for i in range(20):
+            client.record(assignment, ok=i % 4 != 0, latency_ms=10.0 + i)
+    with server.client() as admin:
+        metrics = admin.get(f"/api/v1/deployments/{NAME}/status").json()["metrics"][
+            assignment.variant.value
+        ]
+    assert (metrics["requests"], metrics["errors"]) == (20, 5)
+
+
+def test_track_counts_an_exception_as_an_error(server: RunningServer) -> None:
+    token = seed(server)
+    with Client(server.url, token, [NAME]) as client:
+        assignment = client.assign(NAME, user_id="bob")
+        with pytest.raises(ZeroDivisionError), client.track(assignment):
+            _ = 1 / 0
+        with client.track(assignment):
+            pass
+    with server.client() as admin:
+        metrics = admin.get(f"/api/v1/deployments/{NAME}/status").json()["metrics"][
+            assignment.variant.value
+        ]
+    assert (metrics["requests"], metrics["errors"]) == (2, 1)
+
+
+def test_a_split_change_and_a_rollback_reach_the_client(server: RunningServer) -> None:
+    token = seed(server, percent=10)
+    with Client(server.url, token, [NAME]) as client, server.client() as admin:
+        start = client.revision(NAME)
+        admin.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 100})
+        eventually(lambda: client.assign(NAME, user_id="x").variant.value == "canary")
+        admin.post(f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "bad"})
+        eventually(lambda: client.assign(NAME, user_id="x").document == {"tls": "1.2"})
+        assert (client.revision(NAME) or 0) >= (start or 0) + 2
+
+
+def test_an_older_revision_is_never_applied(server: RunningServer) -> None:
+    token = seed(server)
+    with Client(server.url, token, [NAME]) as client:
+        current = client.revision(NAME) or 0
+        policy = PolicyVersion("sec", "1", "sha256:x", {"old": True})
+        client._apply(DeploymentState(NAME, current - 1, Split(salt="s"), policy, None))
+        assert client.revision(NAME) == current
+        assert client.assign(NAME, user_id="u").document != {"old": True}
+
+
+def test_a_restarted_client_serves_from_its_cache_while_the_server_is_down(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data") as server:
+        token = seed(server, percent=100)
+        with Client(server.url, token, [NAME], cache_dir=tmp_path / "cache") as client:
+            before = client.assign(NAME, user_id="u")
+    # the server is gone now
+    with Client(server.url, token, [NAME], cache_dir=tmp_path / "cache", timeout=0.5) as restarted:
+        after = restarted.assign(NAME, user_id="u")
+    assert (after.variant, after.document, after.revision) == (
+        before.variant,
+        before.document,
+        before.revision,
+    )
+
+
+def test_without_server_or_cache_assignment_says_not_ready(tmp_path: Path) -> None:
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", "cgt_x", [NAME], timeout=0.3) as client,
+        pytest.raises(NotReady),
+    ):
+        client.assign(NAME, user_id="u")
+
+
+def test_a_running_client_keeps_serving_when_the_server_dies(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data") as server:
+        token = seed(server)
+        client = Client(server.url, token, [NAME], timeout=0.5, poll_interval=0.2)
+        before = client.assign(NAME, user_id="u")
+    time.sleep(0.5)
+    assert client.assign(NAME, user_id="u") == before
+    client.close()
+
+
+def test_unsendable_batches_are_retried_then_dropped_and_counted(tmp_path: Path) -> None:
+    with running_server(tmp_path / "data") as server:
+        token = seed(server)
+        client = Client(
+            server.url, token, [NAME], timeout=0.3, max_retries=2, start=True, flush_interval=60
+        )
+        assignment = client.assign(NAME, user_id="u")
+    for _ in range(3):
+        client.record(assignment, ok=True, latency_ms=5)
+    for _ in range(3):  # the first try and two retries
+        client.flush()
+    assert (
+        client.stats.batches_retried,
+        client.stats.batches_dropped,
+        client.stats.observations_dropped,
+    ) == (2, 1, 1)
+    client._stop.set()
+
+
+def _child(url: str, token: str, done: multiprocessing.synchronize.Event) -> None:
+    client = PARENT_CLIENT[0]
+    assignment = client.assign(NAME, user_id="child")
+    for _ in range(7):
+        client.record(assignment, ok=True, latency_ms=3)
+    client.close()
+    done.set()
+
+
+PARENT_CLIENT: list[Client] = []
+
+
+def test_a_forked_worker_reports_its_own_outcomes(server: RunningServer) -> None:
+    token = seed(server, percent=0)
+    client = Client(server.url, token, [NAME], flush_interval=0.2)
+    PARENT_CLIENT.append(client)
+    try:
+        parent = client.assign(NAME, user_id="parent")
+        client.record(parent, ok=True, latency_ms=1)  # must not be sent twice by the child
+        context = multiprocessing.get_context("fork")
+        done = context.Event()
+        worker = context.Process(target=_child, args=(server.url, token, done))
+        worker.start()
+        worker.join(30)
+        assert worker.exitcode == 0
+        client.close()
+    finally:
+        PARENT_CLIENT.clear()
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}
+    ) as admin:
+        metrics = admin.get(f"/api/v1/deployments/{NAME}/status").json()["metrics"]["stable"]
+    assert metrics["requests"] == 8
