@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from canaryguard.api.app import create_app
 from canaryguard.api.server import prepare
@@ -58,6 +59,8 @@ def running_server(
             )
             server = uvicorn.Server(config)
             holder["server"] = server
+            holder["loop"] = asyncio.get_running_loop()
+            holder["app"] = app
             started.set()
             await server.serve()
         finally:
@@ -93,5 +96,10 @@ def running_server(
     finally:
         server = holder["server"]
         assert isinstance(server, uvicorn.Server)
+        loop = holder["loop"]
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+        app = holder["app"]
+        assert isinstance(app, FastAPI)
+        loop.call_soon_threadsafe(app.state.shutdown.set)  # end open event streams, as serve does
         server.should_exit = True
         thread.join(30)

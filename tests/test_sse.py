@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -121,3 +122,54 @@ def test_revoking_a_token_ends_its_open_stream(server: RunningServer) -> None:
             admin.delete("/api/v1/tokens/watcher")
             rest = list(lines)  # ends within a heartbeat (0.5 s in tests)
     assert ": token revoked or expired" in rest
+
+
+def read_states(server: RunningServer, count: int, *names: str) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    params: dict[str, list[str]] = {"deployment": list(names)}
+    states: list[dict[str, Any]] = []
+    with httpx.stream(
+        "GET", f"{server.url}/api/v1/state", headers=headers, params=params, timeout=20
+    ) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                states.append(json.loads(line[5:]))
+                if len(states) == count:
+                    break
+    return states
+
+
+def test_state_stream_opens_with_the_current_state(server: RunningServer) -> None:
+    with server.client() as client:
+        seed(client)
+    (state,) = read_states(server, 1, NAME)
+    assert (state["name"], state["revision"], state["state"]) == (NAME, 2, "canary_active")
+    assert state["canary"]["version"] == "2"
+    assert state["split"]["canary_basis_points"] == 100
+
+
+def test_state_stream_sends_each_new_state_of_watched_deployments_only(
+    server: RunningServer,
+) -> None:
+    with server.client() as client:
+        seed(client)
+        client.post("/api/v1/deployments", json={"name": "other/app", "stable": "sec@1"})
+    got: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: got.extend(read_states(server, 2, NAME)))
+    reader.start()
+    time.sleep(0.3)
+    with server.client() as client:
+        client.post("/api/v1/deployments/other/app/canary", json={"policy": "sec@2", "percent": 5})
+        client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 40})
+    reader.join(10)
+    assert [(s["name"], s["revision"]) for s in got] == [(NAME, 2), (NAME, 3)]
+    assert got[1]["split"]["canary_basis_points"] == 4000
+
+
+def test_state_stream_of_an_unknown_deployment_is_404(server: RunningServer) -> None:
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    response = httpx.get(
+        f"{server.url}/api/v1/state", params={"deployment": "ghost"}, headers=headers
+    )
+    assert response.status_code == 404

@@ -21,6 +21,7 @@ from canaryguard.api import (
     routes_observations,
     routes_policies,
     routes_records,
+    routes_state,
 )
 from canaryguard.api.auth import check_every_route_is_guarded
 from canaryguard.api.limits import MAX_BODY_BYTES, BodySizeLimit, GzipRequest, RejectNul
@@ -38,6 +39,7 @@ ROUTERS = (
     routes_records.router,
     routes_events.router,
     routes_observations.router,
+    routes_state.router,
     routes_admin.router,
 )
 

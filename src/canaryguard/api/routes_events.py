@@ -4,11 +4,7 @@ sequence number."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -16,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from canaryguard.api.auth import get_guard, guarded
 from canaryguard.api.schemas import MAX_SEQ
+from canaryguard.api.sse import event_stream
 from canaryguard.domain.access import Access
 from canaryguard.domain.errors import InvalidInput
 from canaryguard.domain.events import EventRecord
@@ -77,54 +74,9 @@ async def stream(
         start = after
     else:
         start = await guard.events.last_seq()
-    state = request.app.state
-    secret = request.headers.get("authorization", "").partition(" ")[2].strip()
-    return StreamingResponse(
-        _messages(guard, start, deployment, state.shutdown, state.heartbeat_seconds, secret),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
-
-
-async def _messages(
-    guard: CanaryGuard,
-    start: int,
-    deployment: str | None,
-    shutdown: asyncio.Event,
-    heartbeat: float,
-    secret: str,
-) -> AsyncIterator[str]:
     follower = guard.events.follow(after_seq=start, deployment=deployment)
-    checked = time.monotonic()
-    closing: asyncio.Future[Any] = asyncio.ensure_future(shutdown.wait())
-    pending: asyncio.Future[Any] | None = None
-    try:
-        yield "retry: 1000\n: connected\n\n"
-        while True:
-            if time.monotonic() - checked >= heartbeat:
-                # a token revoked (or expired) while its stream is open ends the stream
-                if await guard.tokens.authenticate(secret) is None:
-                    yield ": token revoked or expired\n\n"
-                    return
-                checked = time.monotonic()
-            if pending is None:
-                pending = asyncio.ensure_future(anext(follower))
-            done, _ = await asyncio.wait(
-                {pending, closing}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-            )
-            if pending in done:
-                record = pending.result()
-                pending = None
-                yield sse_message(record)
-            elif closing in done:
-                yield ": server shutting down\n\n"
-                return
-            else:
-                yield ": heartbeat\n\n"
-    finally:
-        closing.cancel()
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
-        await follower.aclose()
+
+    async def render(record: EventRecord) -> str | None:
+        return sse_message(record)
+
+    return event_stream(request, guard, follower, render)

@@ -1,7 +1,8 @@
 """The client SDK: local assignment, outcome reporting, and state followed by push.
 
-Threads: a *follower* keeps each deployment's state current (Server-Sent Events with
-``Last-Event-ID`` resume, polling while the stream is down) and a *sender* flushes outcomes
+Threads: a *follower* keeps each deployment's state current (the server's compact state
+stream, which opens with the current states so a reconnect misses nothing; polling while the
+stream is down) and a *sender* flushes outcomes
 every ``flush_interval`` seconds as one gzip batch. ``assign`` and ``record`` never touch the
 network. With ``cache_dir``, the last known good state is kept on disk, so an instance that
 restarts while the server is down still serves (fail-static).
@@ -87,7 +88,6 @@ class Client:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._last_event_id: int | None = None
         self.stats = ClientStats()
         _forget_in_children(self)
         self._load_cache()
@@ -194,7 +194,9 @@ class Client:
     def _refresh(self, http: httpx.Client, name: str) -> None:
         response = http.get(f"/api/v1/deployments/{name}")
         response.raise_for_status()
-        body = response.json()
+        self._apply_body(http, name, response.json())
+
+    def _apply_body(self, http: httpx.Client, name: str, body: dict[str, Any]) -> None:
         stable = self._policy(http, body["stable"])
         canary = self._policy(http, body["canary"]) if body.get("canary") else None
         state = DeploymentState.from_json(
@@ -247,36 +249,31 @@ class Client:
             pause = min(pause * 2, self._poll_interval)
 
     def _stream(self) -> None:
-        headers = dict(self._headers)
-        if self._last_event_id is not None:
-            headers["Last-Event-ID"] = str(self._last_event_id)
+        """Follow ``/api/v1/state``: the current states on connect, then every newer one."""
         timeout = httpx.Timeout(self._timeout, read=max(self._timeout, 30.0))
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("deployment", name) for name in self._names
+        ]
         with (
-            httpx.Client(base_url=self._base, headers=headers, timeout=timeout) as http,
-            http.stream("GET", "/api/v1/events") as response,
+            httpx.Client(base_url=self._base, headers=self._headers, timeout=timeout) as http,
+            http.stream("GET", "/api/v1/state", params=params) as response,
         ):
             response.raise_for_status()
-            self._refresh_all()  # anything that changed while we were not listening
             data: list[str] = []
             for line in response.iter_lines():
                 if self._stop.is_set():
                     return
-                if line.startswith("id:"):
-                    self._last_event_id = int(line[3:].strip())
-                elif line.startswith("data:"):
+                if line.startswith("data:"):
                     data.append(line[5:].strip())
                 elif not line and data:
-                    self._on_event(http, json.loads("".join(data)))
+                    self._on_state(http, json.loads("".join(data)))
                     data = []
 
-    def _on_event(self, http: httpx.Client, event: dict[str, Any]) -> None:
-        name = event.get("subject")
-        revision = event.get("canaryguardrevision")
-        if name not in self._names or not isinstance(revision, int):
+    def _on_state(self, http: httpx.Client, body: dict[str, Any]) -> None:
+        current = self.revision(body["name"])
+        if current is not None and body["revision"] <= current:
             return
-        current = self.revision(name)
-        if current is None or revision > current:
-            self._refresh(http, name)
+        self._apply_body(http, body["name"], body)
 
     # -- outcomes ----------------------------------------------------------------------------
     def _send_loop(self) -> None:

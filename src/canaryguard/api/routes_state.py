@@ -1,0 +1,68 @@
+"""The compact state stream for client SDKs: the current state of the watched deployments when
+a client connects, then each new state as it commits. Clients need nothing else to follow
+changes; policy documents are fetched once per version (they are immutable)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from canaryguard.api.auth import get_guard, guarded
+from canaryguard.api.sse import event_stream
+from canaryguard.domain.access import Access
+from canaryguard.domain.events import EventRecord
+from canaryguard.domain.models import Deployment
+from canaryguard.engine.app import CanaryGuard
+
+__all__ = ["router", "state_message"]
+
+router = APIRouter(prefix="/api/v1/state", tags=["deployments"])
+Guard = Annotated[CanaryGuard, Depends(get_guard)]
+
+
+def state_message(deployment: Deployment, seq: int) -> str:
+    """One SSE message: who gets what in ``deployment``, at its revision."""
+    body = deployment.model_dump(
+        mode="json", include={"name", "revision", "state", "split", "stable", "canary"}
+    )
+    return f"id: {seq}\nevent: state\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+
+@guarded(
+    router,
+    "GET",
+    "",
+    Access.STATE,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "deployment states"}},
+)
+async def state_stream(
+    request: Request,
+    guard: Guard,
+    deployment: Annotated[list[str], Query(min_length=1, max_length=100)],
+) -> StreamingResponse:
+    """The current state of each named deployment, then every newer one as it commits."""
+    start = await guard.events.last_seq()  # before the states: a change in between is sent again
+    sent: dict[str, int] = {}
+    opening = []
+    for name in dict.fromkeys(deployment):
+        current = await guard.deployments.get(name)
+        sent[name] = current.revision
+        opening.append(state_message(current, start))
+
+    async def render(record: EventRecord) -> str | None:
+        name = record.deployment
+        if name not in sent or record.revision is None or record.revision <= sent[name]:
+            return None
+        current = await guard.deployments.get(name)
+        if current.revision <= sent[name]:
+            return None
+        sent[name] = current.revision
+        return state_message(current, record.seq)
+
+    return event_stream(
+        request, guard, guard.events.follow(after_seq=start), render, opening=opening
+    )
