@@ -11,6 +11,15 @@
 """
 
 from canaryguard.client._client import Client, ClientStats, NotReady
+from canaryguard.client._middleware import ASGIMiddleware, WSGIMiddleware
 from canaryguard.client._state import Assignment, PolicyVersion
 
-__all__ = ["Assignment", "Client", "ClientStats", "NotReady", "PolicyVersion"]
+__all__ = [
+    "ASGIMiddleware",
+    "Assignment",
+    "Client",
+    "ClientStats",
+    "NotReady",
+    "PolicyVersion",
+    "WSGIMiddleware",
+]
