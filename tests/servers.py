@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -103,3 +107,48 @@ def running_server(
         loop.call_soon_threadsafe(app.state.shutdown.set)  # end open event streams, as serve does
         server.should_exit = True
         thread.join(30)
+
+
+@contextmanager
+def server_process(data_dir: Path, db_url: str | None = None) -> Iterator[RunningServer]:
+    """``canaryguard serve`` in a process of its own (no GIL shared with a busy test)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYGUARD_")}
+    command = [
+        sys.executable,
+        "-m",
+        "canaryguard",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+    ]
+    if db_url is not None:
+        command += ["--db", db_url]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("canaryguard serve did not start")
+            time.sleep(0.05)
+        token = (data_dir / "admin-token").read_text().strip()
+        yield RunningServer(
+            url=url, admin_token=token, settings=Settings(data_dir=data_dir), messages=[]
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

@@ -167,9 +167,14 @@ def test_state_stream_sends_each_new_state_of_watched_deployments_only(
     assert got[1]["split"]["canary_basis_points"] == 4000
 
 
-def test_state_stream_of_an_unknown_deployment_is_404(server: RunningServer) -> None:
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    response = httpx.get(
-        f"{server.url}/api/v1/state", params={"deployment": "ghost"}, headers=headers
-    )
-    assert response.status_code == 404
+def test_state_stream_watches_a_deployment_that_does_not_exist_yet(server: RunningServer) -> None:
+    with server.client() as client:
+        seed(client)
+    got: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: got.extend(read_states(server, 1, "later/app")))
+    reader.start()
+    time.sleep(0.3)
+    with server.client() as client:
+        client.post("/api/v1/deployments", json={"name": "later/app", "stable": "sec@1"})
+    reader.join(10)
+    assert [(s["name"], s["revision"]) for s in got] == [("later/app", 1)]

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from canaryguard.api.auth import get_guard, guarded
 from canaryguard.api.sse import event_stream
 from canaryguard.domain.access import Access
+from canaryguard.domain.errors import NotFound
 from canaryguard.domain.events import EventRecord
 from canaryguard.domain.models import Deployment
 from canaryguard.engine.app import CanaryGuard
@@ -44,12 +45,17 @@ async def state_stream(
     guard: Guard,
     deployment: Annotated[list[str], Query(min_length=1, max_length=100)],
 ) -> StreamingResponse:
-    """The current state of each named deployment, then every newer one as it commits."""
+    """The current state of each named deployment, then every newer one as it commits. A name
+    that is no deployment yet is watched too: its state comes when it is created."""
     start = await guard.events.last_seq()  # before the states: a change in between is sent again
     sent: dict[str, int] = {}
     opening = []
     for name in dict.fromkeys(deployment):
-        current = await guard.deployments.get(name)
+        try:
+            current = await guard.deployments.get(name)
+        except NotFound:  # watched anyway: its state is sent once it is created
+            sent[name] = 0
+            continue
         sent[name] = current.revision
         opening.append(state_message(current, start))
 

@@ -81,3 +81,4 @@ class OutcomeBuffer:
         """Forget everything (in a forked child, the parent's outcomes are the parent's)."""
         self._lock = threading.Lock()
         self._cells = {}
+        self.dropped = 0

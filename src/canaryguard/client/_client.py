@@ -86,6 +86,7 @@ class Client:
         self._documents: dict[tuple[str, str], PolicyVersion] = {}
         self._buffer = OutcomeBuffer()
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.stats = ClientStats()
@@ -187,7 +188,10 @@ class Client:
         try:
             with self._http() as http:
                 for name in self._names:
-                    self._refresh(http, name)
+                    try:
+                        self._refresh(http, name)
+                    except httpx.HTTPStatusError as exc:  # one unknown name must not block the rest
+                        log.warning("cannot read deployment %s: %s", name, exc)
         except httpx.HTTPError as exc:
             log.warning("canaryguard unreachable (%s); serving the last known good state", exc)
 
@@ -281,10 +285,20 @@ class Client:
             self._send(self._buffer.drain())
 
     def _send(self, observations: list[dict[str, Any]]) -> None:
+        with self._send_lock:  # flush() and the sender thread share the retry queue
+            self._send_locked(observations)
+            self.stats.outcomes_dropped = self._buffer.dropped
+
+    def _queue(self, batch: list[dict[str, Any]], batch_id: str, attempts: int) -> None:
+        if len(self._pending) == self._pending.maxlen:  # the oldest waiting batch gives way
+            oldest, _, _ = self._pending.popleft()
+            self.stats.batches_dropped += 1
+            self.stats.observations_dropped += len(oldest)
+        self._pending.append((batch, batch_id, attempts))
+
+    def _send_locked(self, observations: list[dict[str, Any]]) -> None:
         for start in range(0, len(observations), MAX_BATCH):
-            self._pending.append(
-                (observations[start : start + MAX_BATCH], secrets.token_hex(12), 0)
-            )
+            self._queue(observations[start : start + MAX_BATCH], secrets.token_hex(12), 0)
         if not self._pending:
             return
         with self._http() as http:
@@ -309,9 +323,7 @@ class Client:
                         self.stats.observations_dropped += len(batch)
                     else:
                         self.stats.batches_retried += 1
-                        self._pending.append(
-                            (batch, batch_id, attempts + 1)
-                        )  # same id: counted once
+                        self._queue(batch, batch_id, attempts + 1)  # same id: counted once
                     continue
                 if response.is_success:
                     self.stats.batches_sent += 1
@@ -330,10 +342,15 @@ class Client:
         path = self._cache_file(state.name)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state.to_json()))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # policies inside
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(state.to_json()))
+            os.replace(tmp, path)
+        except OSError as exc:  # serving matters more than the cache
+            log.warning("cannot write the state cache %s: %s", path, exc)
 
     def _load_cache(self) -> None:
         for name in self._names:
@@ -348,6 +365,7 @@ class Client:
     def _after_fork_in_child(self) -> None:
         """A forked worker starts with the parent's state but none of its threads or outcomes."""
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._buffer.reset()
         self._pending.clear()
         self.stats = ClientStats()

@@ -97,11 +97,15 @@ class ASGIMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        failed = False
         try:
             await self.app(scope, receive, tracking_send)
+        except BaseException:
+            failed = True  # even after a response under 500 has started
+            raise
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            self.client.record(assignment, ok=status < 500, latency_ms=elapsed)
+            self.client.record(assignment, ok=status < 500 and not failed, latency_ms=elapsed)
 
 
 class WSGIMiddleware:

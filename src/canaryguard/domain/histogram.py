@@ -1,9 +1,9 @@
 """Mergeable log-bucket latency histograms. Standard library only: the client SDK shares it.
 
 Bucket ``i`` holds latencies in ``[GROWTH**i, GROWTH**(i+1))`` milliseconds, so any quantile read
-from the buckets is at most 10 % above the true value; latencies under 1 ms share bucket 0.
-Histograms
-are sparse ``{bucket: count}`` maps and merge by adding counts, which lets clients
+from the buckets is at most 10 % above the true value for latencies of 1 ms and more (those
+under 1 ms share bucket 0, read as 1.1 ms). Histograms are sparse ``{bucket: count}`` maps and
+merge by adding counts, which lets clients
 pre-aggregate per second and the server add their batches up.
 """
 
