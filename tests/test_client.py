@@ -3,6 +3,7 @@ retries and drops, fork safety."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from canaryguard.client import Client, NotReady
+from canaryguard.client import AsyncClient, Client, NotReady
 from canaryguard.client._state import DeploymentState, PolicyVersion
 from canaryguard.domain.assignment import Split
 from tests.servers import RunningServer, free_port, running_server
@@ -188,3 +189,21 @@ def test_a_forked_worker_reports_its_own_outcomes(server: RunningServer) -> None
     ) as admin:
         metrics = admin.get(f"/api/v1/deployments/{NAME}/status").json()["metrics"]["stable"]
     assert metrics["requests"] == 8
+
+
+async def test_async_client_assigns_and_reports_without_blocking_the_loop(
+    server: RunningServer,
+) -> None:
+    token = seed(server, percent=100)
+    async with AsyncClient(server.url, token, [NAME], flush_interval=60) as client:
+        assignment = client.assign(NAME, user_id="async-user")
+        async with client.track(assignment):
+            await asyncio.sleep(0.01)
+        with pytest.raises(ValueError, match="inside"):
+            async with client.track(assignment):
+                raise ValueError("inside")
+    with server.client() as admin:
+        metrics = admin.get(f"/api/v1/deployments/{NAME}/status").json()["metrics"]["canary"]
+    assert (assignment.variant.value, assignment.document) == ("canary", {"tls": "1.3"})
+    assert (metrics["requests"], metrics["errors"]) == (2, 1)
+    assert metrics["latency_max_ms"] >= 10

@@ -10,6 +10,7 @@
         handle(request, policy=assignment.document)
 """
 
+from canaryguard.client._async import AsyncClient
 from canaryguard.client._client import Client, ClientStats, NotReady
 from canaryguard.client._middleware import ASGIMiddleware, WSGIMiddleware
 from canaryguard.client._state import Assignment, PolicyVersion
@@ -17,6 +18,7 @@ from canaryguard.client._state import Assignment, PolicyVersion
 __all__ = [
     "ASGIMiddleware",
     "Assignment",
+    "AsyncClient",
     "Client",
     "ClientStats",
     "NotReady",
