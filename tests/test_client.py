@@ -207,3 +207,13 @@ async def test_async_client_assigns_and_reports_without_blocking_the_loop(
     assert (assignment.variant.value, assignment.document) == ("canary", {"tls": "1.3"})
     assert (metrics["requests"], metrics["errors"]) == (2, 1)
     assert metrics["latency_max_ms"] >= 10
+
+
+def test_close_ends_the_follower_thread_and_its_stream(server: RunningServer) -> None:
+    token = seed(server)
+    client = Client(
+        server.url, token, [NAME], timeout=30
+    )  # a long timeout: close must not wait it out
+    eventually(lambda: client._live_stream is not None)
+    client.close()
+    assert not any(thread.is_alive() for thread in client._threads)

@@ -88,6 +88,7 @@ class Client:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
+        self._live_stream: httpx.Response | None = None
         self._threads: list[threading.Thread] = []
         self.stats = ClientStats()
         _forget_in_children(self)
@@ -169,6 +170,10 @@ class Client:
     def close(self) -> None:
         """Stop the threads and flush: call at shutdown (or use the client as a context manager)."""
         self._stop.set()
+        stream = self._live_stream
+        if stream is not None:
+            with contextlib.suppress(Exception):  # closing from another thread ends its read
+                stream.close()
         for thread in self._threads:
             thread.join(self._timeout + 1)
         self.flush()
@@ -262,6 +267,7 @@ class Client:
             httpx.Client(base_url=self._base, headers=self._headers, timeout=timeout) as http,
             http.stream("GET", "/api/v1/state", params=params) as response,
         ):
+            self._live_stream = response  # close() closes it to wake this thread at once
             response.raise_for_status()
             data: list[str] = []
             for line in response.iter_lines():
@@ -305,7 +311,8 @@ class Client:
             for _ in range(len(self._pending)):
                 batch, batch_id, attempts = self._pending.popleft()
                 body = gzip.compress(
-                    json.dumps({"batch_id": batch_id, "observations": batch}).encode()
+                    json.dumps({"batch_id": batch_id, "observations": batch}).encode(),
+                    compresslevel=1,  # ~40x cheaper than the default 9, for ~35 % more bytes
                 )
                 try:
                     response = http.post(

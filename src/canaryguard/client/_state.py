@@ -18,7 +18,7 @@ class PolicyVersion:
     document: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: it is built on every request, and frozen init costs ~40 %
 class Assignment:
     """What one request gets, and the revision it was decided at."""
 
