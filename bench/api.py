@@ -45,7 +45,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -57,6 +56,7 @@ from canaryguard.domain.documents import format_for_filename, parse_document
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.options import positive, positive_seconds, stop_on_sigterm
 from bench.tables import markdown_table
 
 POLICY = "security"
@@ -617,25 +617,6 @@ def run(args: argparse.Namespace) -> int:
     for note in [*checks, *lifecycle]:
         print(note)
     return 0 if all(not r.errors for b in backends for r in b.results.values()) else 1
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    """A SIGTERM unwinds like Ctrl-C, so the servers are stopped and the schema dropped."""
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

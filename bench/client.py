@@ -52,7 +52,6 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -77,6 +76,7 @@ from bench.api import (
     running_server,
 )
 from bench.api import seed as seed_deployments
+from bench.options import positive, positive_seconds, stop_on_sigterm
 from bench.tables import markdown_table
 
 SDK_DEPLOYMENT = "shop/security"
@@ -768,25 +768,6 @@ def report(results: Results, args: argparse.Namespace, notes: list[str]) -> None
                 print(f"  error: {sample}")
     for note in [*results.notes, *notes]:
         print(note)
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    """A SIGTERM unwinds like Ctrl-C, so the servers are stopped and the schema dropped."""
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

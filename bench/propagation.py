@@ -45,7 +45,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import httpx
@@ -65,6 +64,7 @@ from bench.api import (
     postgres_schema,
     running_server,
 )
+from bench.options import positive, positive_seconds, stop_on_sigterm
 from bench.tables import markdown_table
 
 DEPLOYMENT = "shop/security"
@@ -524,25 +524,6 @@ def run(args: argparse.Namespace) -> int:
     for note in lifecycle:
         print(note)
     return 0 if all(o.latencies_ms and not o.missed for o in outcomes) else 1
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    """A SIGTERM unwinds like Ctrl-C, so the clients and servers are stopped."""
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,6 +54,7 @@ from canaryguard.engine.unit import Ports, new_id, unit_of_work
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.options import positive
 from bench.tables import markdown_table
 
 ACTOR = "bench"
@@ -386,13 +387,6 @@ async def run(args: argparse.Namespace) -> int:
         f"unseal {unsealing:.0f} us."
     )
     return 0
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
