@@ -47,10 +47,11 @@ class _Keys:
         self.key = key
 
 
-class ASGIMiddleware:
+class _Assigning:
+    """What both middlewares are configured with: the client, the deployment, the user key."""
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         client: Client,
         deployment: str,
@@ -58,10 +59,15 @@ class ASGIMiddleware:
         cookie: str | None = None,
         key: Callable[[Mapping[str, Any]], str | None] | None = None,
     ) -> None:
-        self.app = app
         self.client = client
         self.deployment = deployment
         self.keys = _Keys(header, cookie, key)
+
+
+class ASGIMiddleware(_Assigning):
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        super().__init__(**options)
+        self.app = app
 
     def _user(self, scope: Mapping[str, Any]) -> str | None:
         if self.keys.key is not None:
@@ -108,21 +114,10 @@ class ASGIMiddleware:
             self.client.record(assignment, ok=status < 500 and not failed, latency_ms=elapsed)
 
 
-class WSGIMiddleware:
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        client: Client,
-        deployment: str,
-        header: str | None = "x-user-id",
-        cookie: str | None = None,
-        key: Callable[[Mapping[str, Any]], str | None] | None = None,
-    ) -> None:
+class WSGIMiddleware(_Assigning):
+    def __init__(self, app: WSGIApp, **options: Any) -> None:
+        super().__init__(**options)
         self.app = app
-        self.client = client
-        self.deployment = deployment
-        self.keys = _Keys(header, cookie, key)
 
     def _user(self, environ: Mapping[str, Any]) -> str | None:
         if self.keys.key is not None:
