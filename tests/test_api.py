@@ -263,6 +263,23 @@ def test_metrics_endpoint_reports_rollbacks_and_canaries(server: RunningServer) 
     assert 'canaryguard_rollbacks_total{kind="manual",outcome="completed"} 1.0' in after
     assert "canaryguard_rollback_duration_milliseconds_count 1.0" in after
     assert "canaryguard_event_bus_dropped_total 0.0" in after
+    assert (
+        f'canaryguard_deployment_rollbacks_total{{deployment="{NAME}",kind="manual",'
+        'status="completed"} 1.0'
+    ) in after
+
+
+def test_metrics_endpoint_reports_the_evidence_against_a_judged_canary(
+    server: RunningServer,
+) -> None:
+    with server.client() as client:
+        setup_canary(client, percent=12.5)
+        deadline = time.monotonic() + 20
+        text = client.get("/metrics").text
+        while "canaryguard_detector_e_value{" not in text and time.monotonic() < deadline:
+            time.sleep(0.2)  # the monitor ticks every second
+            text = client.get("/metrics").text
+    assert f'canaryguard_detector_e_value{{deployment="{NAME}",test="errors"}}' in text
 
 
 def test_health_and_readiness(server: RunningServer) -> None:

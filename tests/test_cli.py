@@ -164,19 +164,31 @@ def test_malformed_policy_file_is_refused_before_sending(
     assert ok(server, "policy", "list") == []
 
 
-def test_rollback_without_yes_and_without_a_terminal_refuses(server: RunningServer) -> None:
+def test_rollback_without_yes_waits_for_a_confirmation(server: RunningServer) -> None:
     start_canary(server)
-    result = cli(server, "rollback", NAME, "--reason", "r", stdin="")
-    assert result.returncode == 2
-    assert "--yes" in result.stderr
+    pending = ok(server, "rollback", NAME, "--reason", "r")
+    assert pending["status"] == "pending"
     assert ok(server, "status", NAME)["deployment"]["state"] == "canary_active"
+    done = ok(server, "rollback", "confirm", pending["id"])
+    assert (done["status"], done["confirmed_by"]) == ("completed", "admin")
+    assert ok(server, "status", NAME)["deployment"]["state"] == "rolled_back"
+
+
+def test_a_cancelled_rollback_changes_nothing(server: RunningServer) -> None:
+    start_canary(server)
+    pending = ok(server, "rollback", NAME, "--reason", "r")
+    assert ok(server, "rollback", "cancel", pending["id"])["status"] == "cancelled"
+    assert ok(server, "status", NAME)["deployment"]["state"] == "canary_active"
+    again = cli(server, "rollback", "confirm", pending["id"])
+    assert again.returncode == 3
+    assert "cancelled, not pending" in again.stderr
 
 
 def test_rollback_list_and_show(server: RunningServer) -> None:
     start_canary(server)
     record = ok(server, "rollback", NAME, "--reason", "r", "--yes")
     assert [r["id"] for r in ok(server, "rollback", "list", NAME)] == [record["id"]]
-    assert ok(server, "rollback", "show", record["id"])[0]["reason"] == "r"
+    assert ok(server, "rollback", "show", record["id"])["reason"] == "r"
 
 
 def test_audit_verify_exits_0_when_intact(server: RunningServer) -> None:
@@ -206,3 +218,22 @@ def test_events_follow_prints_live_events(server: RunningServer) -> None:
             follower.terminate()
             follower.wait(10)
     assert (first["type"], first["subject"]) == ("io.canaryguard.deployment.created", NAME)
+
+
+def test_a_staged_rollback_from_the_command_line_runs_to_the_end(server: RunningServer) -> None:
+    start_canary(server)
+    ok(
+        server, "config", "set", NAME,
+        'staged_rollback={"stage_interval_seconds": 0.2, "evaluate_between_stages": false}',
+    )  # fmt: skip
+    result = cli(server, "rollback", NAME, "--reason", "r", "--staged", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "stages" in result.stdout  # the progress bar
+    assert "rolled back" in result.stdout
+    [record] = ok(server, "rollback", "list", NAME, "--status", "completed")
+    assert record["mode"] == "staged"
+    shown = ok(server, "rollback", "show", record["id"])
+    kinds = [e["type"].removeprefix("io.canaryguard.") for e in shown["timeline"]]
+    assert kinds[0] == "rollback.manual_initiated"
+    assert kinds[-1] == "rollback.completed"
+    assert "rollback.progress" in kinds

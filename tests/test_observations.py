@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from canaryguard.adapters.clock import ManualClock
+from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.adapters.store import SqlStore
-from canaryguard.adapters.store.schema import observation_buckets
+from canaryguard.adapters.store.schema import observation_rollups
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.errors import InvalidInput, NotFound
 from canaryguard.domain.models import Observation
 from canaryguard.engine.app import CanaryGuard
+from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import seed
 
 NAME = "shop/security"
@@ -139,24 +144,65 @@ async def test_unknown_deployment_in_a_batch_refuses_it(app: CanaryGuard) -> Non
     assert (await app.observations.summary(NAME)).canary.requests == 0
 
 
-def test_histogram_must_add_up_to_requests() -> None:
-    with pytest.raises(ValueError, match="add up to requests"):
-        observation(0, histogram={3: 2})
+async def test_a_histogram_that_does_not_add_up_to_requests_is_refused(
+    app: CanaryGuard,
+) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    with pytest.raises(InvalidInput, match="observation 1: histogram counts must add up"):
+        await app.observations.ingest([observation(now), observation(now, histogram={3: 2})])
+    assert (await app.observations.summary(NAME)).canary.requests == 0
 
 
 def test_histogram_buckets_are_bounded() -> None:
-    with pytest.raises(ValueError, match="buckets are 0"):
+    with pytest.raises(ValueError, match="less than or equal to 200"):
         observation(0, histogram={999: 10})
 
 
-async def test_histogram_buckets_are_merged_in_the_store(app: CanaryGuard) -> None:
+async def test_a_flush_appends_one_row_per_key_with_revision_and_histogram(
+    app: CanaryGuard,
+) -> None:
     await seed(app)
     now = int(app.ports.clock.now().timestamp())
-    await app.observations.ingest([observation(now), observation(now)])
+    await app.observations.ingest([observation(now, revision=2), observation(now, revision=2)])
+    assert await app.observations.flush() == 1
+    assert await app.observations.flush() == 0  # nothing new
     store = app.ports.store
     assert isinstance(store, SqlStore)
+    c = observation_rollups.c
     async with store.engine.connect() as conn:
-        rows = (
-            await conn.execute(sa.select(observation_buckets.c.bucket, observation_buckets.c.count))
-        ).all()
-    assert sorted(rows) == [(24, 8), (30, 12)]
+        rows = (await conn.execute(sa.select(c.revision, c.requests, c.histogram))).all()
+    assert [(r.revision, r.requests, json.loads(r.histogram)) for r in rows] == [
+        (2, 20, {"24": 8, "30": 12})
+    ]
+
+
+async def test_summary_has_percentiles_from_the_histograms(app: CanaryGuard) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    await app.observations.ingest([observation(now, histogram={24: 6, 30: 4})])
+    canary = (await app.observations.summary(NAME)).canary
+    # upper bucket edges: bucket 24 is [1.1**24, 1.1**25) ms
+    assert canary.p50_ms == pytest.approx(1.1**25)
+    assert canary.p90_ms == pytest.approx(1.1**31)
+    assert canary.p99_ms == pytest.approx(1.1**31)
+
+
+async def test_a_restarted_server_has_the_flushed_observations_and_batch_ids(
+    db_url: str, tmp_path: Path, clock: ManualClock, keys: AesGcmKeyRing
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", db_url=db_url)
+    first = await open_canaryguard(settings, clock=clock, keys=keys)
+    try:
+        await seed(first)
+        now = int(clock.now().timestamp())
+        await first.observations.ingest([observation(now)], batch_id="b-restart")
+    finally:
+        await first.close()  # flushes
+    second = await open_canaryguard(settings, clock=clock, keys=keys)
+    try:
+        again = await second.observations.ingest([observation(now)], batch_id="b-restart")
+        assert again.duplicate
+        assert (await second.observations.summary(NAME)).canary.requests == 10
+    finally:
+        await second.close()

@@ -10,7 +10,7 @@ import canaryguard
 EXPECTED = {
     "AlertLevel", "AlreadyExists", "Assignment", "AuditRecord", "CanaryGuard", "CanaryGuardError", "Conflict",
     "Criterion", "Deployment", "DeploymentState", "EventRecord", "IllegalTransition",
-    "IntegrityError", "InvalidInput", "MetricsSummary", "NotFound", "PolicyVersion",
+    "IntegrityError", "InvalidInput", "MetricsSnapshot", "NotFound", "PolicyVersion",
     "RollbackAlert", "RollbackConfig", "RollbackFailedError", "RollbackKind", "RollbackMetrics",
     "RollbackMode", "RollbackRecord", "RollbackStage", "RollbackStatus", "SchemaViolation",
     "Settings", "Snapshot", "SnapshotInfo", "SnapshotKind", "Split", "StagedRollbackConfig",

@@ -1,4 +1,4 @@
-"""The README's run command: serve on the embedded default and the CLI tour, end to end."""
+"""The README's run command (the demo) and the CLI tour, end to end, on the embedded default."""
 
 from __future__ import annotations
 
@@ -11,7 +11,26 @@ from tests.servers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_run_script_serves_and_walks_through_a_canary_and_its_rollback(tmp_path: Path) -> None:
+def test_the_demo_promotes_a_good_canary_and_rolls_back_a_bad_one_by_itself(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYGUARD_")}
+    env.update(CANARYGUARD_DATA_DIR=str(tmp_path / "data"), COLUMNS="160")
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "run"), "--duration", "60"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "promotions: 1" in result.stdout
+    assert "automatic rollbacks: 1 after" in result.stdout
+    assert (tmp_path / "data" / "admin-token").exists()  # the data stays for `status`
+
+
+def test_tour_script_serves_and_walks_through_a_canary_and_its_rollback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYGUARD_")}
     env.update(
         CANARYGUARD_RUN_ONCE="1",
@@ -20,7 +39,7 @@ def test_run_script_serves_and_walks_through_a_canary_and_its_rollback(tmp_path:
         COLUMNS="160",
     )
     result = subprocess.run(
-        [str(ROOT / "scripts" / "run")],
+        [str(ROOT / "scripts" / "tour")],
         capture_output=True,
         text=True,
         env=env,

@@ -22,7 +22,7 @@ from canaryguard.domain.assignment import Criterion, Split
 from canaryguard.domain.errors import IntegrityError, InvalidInput, NotFound
 from canaryguard.domain.models import (
     DeploymentState,
-    MetricsSummary,
+    MetricsSnapshot,
     PolicyDocument,
     PolicyRef,
     RollbackConfig,
@@ -99,7 +99,7 @@ def snapshot_bodies(draw: st.DrawFn) -> Snapshot:
         ),
         config=RollbackConfig(max_snapshots=draw(st.integers(1, 100))),
         baseline_snapshot_id=draw(st.none() | st.just("snap-0000000000000000")),
-        metrics=MetricsSummary(
+        metrics=MetricsSnapshot(
             window_seconds=300,
             until=draw(moments),
             canary=VariantMetrics(

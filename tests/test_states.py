@@ -14,7 +14,7 @@ from canaryguard.domain.errors import CanaryGuardError, IllegalTransition
 from canaryguard.domain.models import (
     Deployment,
     DeploymentState,
-    MetricsSummary,
+    MetricsSnapshot,
     PolicyDocument,
     PolicyRef,
     RollbackConfig,
@@ -47,7 +47,7 @@ def snapshot_of(d: Deployment, now: datetime) -> Snapshot:
         split=d.split,
         config=d.config,
         baseline_snapshot_id=d.baseline_snapshot_id,
-        metrics=MetricsSummary(window_seconds=0, until=now),
+        metrics=MetricsSnapshot(window_seconds=0, until=now),
     )
 
 

@@ -8,20 +8,23 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from canaryguard.adapters.bus import InProcessBus
 from canaryguard.adapters.clock import SystemClock
 from canaryguard.adapters.crypto import KEYS_ENV, AesGcmKeyRing
 from canaryguard.adapters.store import SqlStore, open_store
+from canaryguard.domain.checks import Extension
 from canaryguard.domain.errors import InvalidInput
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.ports import Clock, EventBus, KeyRing
 from canaryguard.engine.unit import Ports
 
-__all__ = ["Settings", "open_canaryguard"]
+__all__ = ["EXTENSION_GROUP", "Settings", "load_extensions", "open_canaryguard"]
 
 DEFAULT_DATA_DIR = Path(".canaryguard")
+EXTENSION_GROUP = "canaryguard.conditions"  # entry points: Python rollback conditions
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,38 @@ async def open_canaryguard(
             f"created the snapshot encryption key file {settings.key_path} (mode 0600): "
             "back it up; snapshots cannot be read without it"
         )
-    ports = Ports(store=store, bus=bus or InProcessBus(), clock=clock or SystemClock(), keys=keys)
+    ports = Ports(
+        store=store,
+        bus=bus or InProcessBus(),
+        clock=clock or SystemClock(),
+        keys=keys,
+        extensions=load_extensions(notices),
+    )
     app = CanaryGuard(ports)
     app.notices.extend(notices)
+    try:
+        await app.observations.load()
+    except BaseException:
+        await store.close()
+        raise
     return app
+
+
+def load_extensions(notices: list[str]) -> dict[str, Extension]:
+    """Python rollback conditions from the ``canaryguard.conditions`` entry points (one that
+    fails to load is skipped, with a notice)."""
+    loaded: dict[str, Extension] = {}
+    for entry in entry_points(group=EXTENSION_GROUP):
+        try:
+            function = entry.load()
+        except Exception as exc:
+            notices.append(f"condition extension {entry.name!r} failed to load: {exc}")
+            continue
+        if not callable(function):
+            notices.append(f"condition extension {entry.name!r} is not callable: skipped")
+            continue
+        loaded[entry.name] = function
+    return loaded
 
 
 async def _refuse_new_key_for_old_snapshots(store: SqlStore, key_path: Path) -> None:

@@ -59,6 +59,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     heartbeat_seconds: float = 15.0,
     max_body_bytes: int = MAX_BODY_BYTES,
+    monitor_seconds: float = 1.0,
 ) -> FastAPI:
     """The ASGI app over ``guard``. It does not close ``guard``; its owner does."""
     exporter = MetricsExporter(guard, registry or CollectorRegistry())
@@ -66,16 +67,22 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         exporter.start()
-        housekeeping = asyncio.create_task(_housekeeping(guard))
+        tasks = [
+            asyncio.create_task(_housekeeping(guard)),
+            asyncio.create_task(_flushing(guard)),
+            asyncio.create_task(guard.monitor.run(monitor_seconds)),
+            asyncio.create_task(guard.executor.run()),
+        ]
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
             app.state.shutdown.set()
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await exporter.stop()
 
     app = FastAPI(
@@ -131,13 +138,27 @@ def create_app(
 
 
 async def _housekeeping(guard: CanaryGuard, every: float = 600.0) -> None:
-    """Forget observation batch ids past the retry horizon, every ten minutes."""
+    """Forget old observation batch ids and rows, every ten minutes."""
     while True:
         await asyncio.sleep(every)
         try:
-            await guard.observations.forget_old_batches()
+            await guard.observations.housekeeping()
         except Exception:  # a failed round is retried at the next one
             log.exception("housekeeping failed")
+
+
+async def _flushing(guard: CanaryGuard, every: float = 1.0) -> None:
+    """Append merged observations to the database every second (and once more at the end)."""
+    try:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await guard.observations.flush()
+            except Exception:  # the deltas stay in memory and go out with the next flush
+                log.exception("flushing observations failed")
+    finally:
+        with contextlib.suppress(Exception):
+            await guard.observations.flush()
 
 
 def api_routes() -> list[APIRoute]:

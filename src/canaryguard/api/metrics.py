@@ -44,6 +44,8 @@ class _StoreCollector(Collector):
     def __init__(self) -> None:
         self.deployments: list[Deployment] = []
         self.counts: dict[tuple[RollbackKind, RollbackStatus], int] = {}
+        self.by_deployment: dict[tuple[str, RollbackKind, RollbackStatus], int] = {}
+        self.evidence: list[tuple[str, str, float]] = []  # deployment, test, e-value
         self.last_rollback: float | None = None
         self.bus_dropped = 0
 
@@ -55,6 +57,24 @@ class _StoreCollector(Collector):
             for status in (RollbackStatus.COMPLETED, RollbackStatus.FAILED):
                 rollbacks.add_metric([kind.value, status.value], self.counts.get((kind, status), 0))
         yield rollbacks
+        per_deployment = CounterMetricFamily(
+            "canaryguard_deployment_rollbacks",
+            "Finished rollbacks of each deployment by kind and final status",
+            labels=["deployment", "kind", "status"],
+        )
+        for (name, kind, status), count in sorted(self.by_deployment.items()):
+            if not status.is_open:  # a counter only grows: open ones are not counted yet
+                per_deployment.add_metric([name, kind.value, status.value], count)
+        yield per_deployment
+        evidence = GaugeMetricFamily(
+            "canaryguard_detector_e_value",
+            "Evidence of each sequential test against each judged canary (rolls back at its "
+            "threshold)",
+            labels=["deployment", "test"],
+        )
+        for name, test, value in self.evidence:
+            evidence.add_metric([name, test], value)
+        yield evidence
         last = GaugeMetricFamily(
             "canaryguard_last_rollback_timestamp_seconds", "When the last rollback finished"
         )
@@ -114,6 +134,12 @@ class MetricsExporter:
         guard = self._guard
         self._store.deployments = await guard.deployments.list()
         self._store.counts = await guard.rollbacks.counts()
+        self._store.by_deployment = await guard.rollbacks.counts_by_deployment()
+        self._store.evidence = [
+            (name, test.name, test.e_value)
+            for name, watch in guard.monitor.watches().items()
+            for test in watch.judge.detector.tests
+        ]
         last = (await guard.rollbacks.metrics()).last_rollback_time
         self._store.last_rollback = last.timestamp() if last is not None else None
         bus = guard.ports.bus

@@ -16,12 +16,16 @@ from canaryguard.api.schemas import (
     AbortIn,
     CanaryIn,
     ConfigIn,
+    DecisionOut,
     DeploymentIn,
+    DetectorTestOut,
     PreconditionIn,
     RollbackIn,
+    SecondOut,
     SnapshotIn,
     SplitIn,
     StatusOut,
+    VerdictOut,
 )
 from canaryguard.domain.access import Access, ApiToken
 from canaryguard.domain.errors import Conflict, InvalidInput
@@ -35,6 +39,7 @@ from canaryguard.domain.models import (
     SnapshotInfo,
 )
 from canaryguard.engine.app import CanaryGuard
+from canaryguard.engine.monitor import Decision
 
 __all__ = ["router"]
 
@@ -242,6 +247,83 @@ async def status(name: str, guard: Guard) -> StatusOut:
     )
 
 
+@guarded(router, "GET", "/{name:path}/verdict", Access.READ, response_model=VerdictOut)
+async def verdict(name: str, guard: Guard) -> VerdictOut:
+    """What the monitor says of the canary now: the detector's tests, each condition, and an
+    automatic rollback taken or waiting for its veto window."""
+    await guard.deployments.get(name)  # 404 for an unknown name
+    watch = guard.monitor.watch(name)
+    if watch is None:
+        return VerdictOut(deployment=name, judged=False, verdict="not_judged")
+    decision = watch.decision
+    return VerdictOut(
+        deployment=name,
+        judged=True,
+        verdict=watch.judge.verdict.kind.value,
+        condition=watch.judge.verdict.condition,
+        reason=watch.judge.verdict.reason,
+        tests=[
+            DetectorTestOut(
+                name=t.name,
+                e_value=t.e_value,
+                threshold=t.threshold,
+                dispersion=t.dispersion,
+                canary_rate=t.canary_rate,
+                stable_rate=t.stable_rate,
+                canary_requests=t.canary_requests,
+                stable_requests=t.stable_requests,
+            )
+            for t in (test.state() for test in watch.judge.detector.tests)
+        ],
+        conditions=watch.judge.results,
+        metrics=watch.judge.metrics(guard.monitor.until(guard.ports.clock.now())),
+        since_start=guard.monitor.since_start(watch, guard.ports.clock.now()),
+        decision=None if decision is None else _decision_out(decision),
+    )
+
+
+@guarded(router, "GET", "/{name:path}/observations", Access.READ, response_model=list[SecondOut])
+async def observations(
+    name: str,
+    guard: Guard,
+    since: Annotated[int, Query(ge=0, le=2**40, description="first second (Unix time)")],
+) -> list[SecondOut]:
+    """Settled per-second outcomes of each variant from ``since`` (at most one hour of them, from
+    the server's memory): what ``canaryguard record`` writes out."""
+    await guard.deployments.get(name)  # 404 for an unknown name
+    last = int(guard.ports.clock.now().timestamp()) - guard.monitor.settle_seconds
+    return [
+        SecondOut(
+            second=second,
+            variant=variant,
+            requests=stats.requests,
+            errors=stats.errors,
+            latency_sum_ms=stats.latency_sum_ms,
+            latency_max_ms=stats.latency_max_ms,
+            histogram=stats.histogram,
+        )
+        for second in range(max(since, last - 3_599), last + 1)
+        for variant, stats in sorted(guard.ports.windows.second(name, second).items())
+    ]
+
+
+@guarded(router, "POST", "/{name:path}/veto", Access.OPERATE, response_model=DecisionOut)
+async def veto(name: str, guard: Guard, who: Caller) -> DecisionOut:
+    """Cancel an automatic rollback that waits in its veto window (``veto_seconds``)."""
+    return _decision_out(await guard.monitor.veto(name, actor=who.name))
+
+
+def _decision_out(decision: Decision) -> DecisionOut:
+    return DecisionOut(
+        condition=decision.condition,
+        reason=decision.reason,
+        decided_at=decision.decided_at,
+        rollback_id=decision.rollback_id,
+        veto_until=decision.veto_until,
+        vetoed_by=decision.vetoed_by,
+    )
+
+
 @guarded(router, "GET", "/{name:path}/snapshots", Access.READ, response_model=list[SnapshotInfo])
 async def list_snapshots(name: str, guard: Guard) -> list[SnapshotInfo]:
     return await guard.snapshots.list(name)
@@ -278,21 +360,33 @@ async def list_rollbacks(
     status_code=201,
     responses={
         **PRECONDITION,
+        403: {"description": "the deployment needs a second person to confirm"},
         500: {"description": "the rollback failed; nothing changed; it is recorded"},
     },
 )
 async def rollback(
     name: str, body: RollbackIn, guard: Guard, who: Caller, if_match: IfMatch = None
 ) -> RollbackRecord:
-    """Roll back now: to ``to`` or to the state before the canary."""
+    """Roll back now (``confirm``, the default), or start a rollback that waits for a
+    confirmation: to ``to`` or to the state before the canary."""
     record: list[RollbackRecord] = []
 
     async def change(expected: int | None) -> Deployment:
-        record.append(
-            await guard.rollbacks.rollback(
-                name, reason=body.reason, actor=who.name, to=body.to, expected_revision=expected
+        reason, actor, to = body.reason, who.name, body.to
+        if not body.confirm:
+            started = await guard.rollbacks.request(
+                name, reason=reason, actor=actor, to=to, expected_revision=expected,
+                staged=body.staged,
+            )  # fmt: skip
+        elif body.staged:
+            started = await guard.executor.start(
+                name, reason=reason, actor=actor, to=to, expected_revision=expected
             )
-        )
+        else:
+            started = await guard.rollbacks.rollback(
+                name, reason=reason, actor=actor, to=to, expected_revision=expected
+            )
+        record.append(started)
         return await guard.deployments.get(name)
 
     await _with_precondition(body, if_match, change)

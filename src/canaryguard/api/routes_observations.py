@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from canaryguard.api.auth import get_guard, guarded
 from canaryguard.domain.access import Access
@@ -36,9 +37,61 @@ class IngestOut(BaseModel):
     duplicate: bool
 
 
-@guarded(router, "POST", "", Access.REPORT, response_model=IngestOut, status_code=202)
-async def report(body: ObservationBatchIn, guard: Guard) -> IngestOut:
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` references written out (the request body's schema is
+    declared by hand, where ``#/$defs/...`` would not resolve)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline(ObservationBatchIn.model_json_schema())}
+        },
+    }
+}
+
+
+@guarded(
+    router,
+    "POST",
+    "",
+    Access.REPORT,
+    response_model=IngestOut,
+    status_code=202,
+    openapi_extra=_BODY,
+)
+async def report(request: Request, guard: Guard) -> IngestOut:
     """Merge a batch of per-second aggregates (``Content-Encoding: gzip`` accepted). The whole
     batch is refused, naming the bad entry, when one entry is wrong."""
+    # parsed and validated in one pass from the raw bytes (pydantic's JSON parser): about half
+    # the CPU of decoding to Python objects first, on the busiest endpoint of the server
+    try:
+        body = ObservationBatchIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from exc
+    inconsistent = [
+        {"type": "value_error", "loc": ("body", "observations", index), "msg": problem}
+        for index, observation in enumerate(body.observations)
+        if (problem := observation.inconsistency()) is not None
+    ]
+    if inconsistent:
+        raise RequestValidationError(inconsistent)
     result = await guard.observations.ingest(body.observations, batch_id=body.batch_id)
     return IngestOut(accepted=result.accepted, duplicate=result.duplicate)

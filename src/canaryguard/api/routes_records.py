@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from canaryguard.api.auth import caller, get_guard, guarded
-from canaryguard.api.schemas import MAX_SEQ, ChangeOut, PinIn, VerifyOut
+from canaryguard.api.schemas import MAX_SEQ, ChangeOut, EscalateIn, PinIn, VerifyOut
 from canaryguard.domain.access import Access, ApiToken
 from canaryguard.domain.models import (
     AuditRecord,
@@ -104,6 +104,56 @@ async def rollback_metrics(guard: Guard) -> RollbackMetrics:
 )
 async def show_rollback(rollback_id: str, guard: Guard) -> RollbackRecord:
     return await guard.rollbacks.get(rollback_id)
+
+
+@guarded(
+    router,
+    "POST",
+    "/rollbacks/{rollback_id}/confirm",
+    Access.OPERATE,
+    response_model=RollbackRecord,
+    tags=["rollbacks"],
+    responses={
+        403: {"description": "the deployment needs a second person, and you started it"},
+        409: {"description": "not pending (confirmed, cancelled or expired)"},
+        500: {"description": "the rollback failed; nothing changed; it is recorded"},
+    },
+)
+async def confirm_rollback(rollback_id: str, guard: Guard, who: Caller) -> RollbackRecord:
+    """Carry out a pending manual rollback before it expires."""
+    return await guard.rollbacks.confirm(rollback_id, actor=who.name)
+
+
+@guarded(
+    router,
+    "POST",
+    "/rollbacks/{rollback_id}/escalate",
+    Access.OPERATE,
+    response_model=RollbackRecord,
+    tags=["rollbacks"],
+    responses={409: {"description": "not a running staged rollback"}},
+)
+async def escalate_rollback(
+    rollback_id: str, body: EscalateIn, guard: Guard, who: Caller
+) -> RollbackRecord:
+    """Replace a running staged rollback with an immediate one: the target restored now."""
+    return await guard.executor.replace_with_immediate(
+        rollback_id, reason=body.reason, actor=who.name
+    )
+
+
+@guarded(
+    router,
+    "POST",
+    "/rollbacks/{rollback_id}/cancel",
+    Access.OPERATE,
+    response_model=RollbackRecord,
+    tags=["rollbacks"],
+    responses={409: {"description": "not pending (confirmed, cancelled or expired)"}},
+)
+async def cancel_rollback(rollback_id: str, guard: Guard, who: Caller) -> RollbackRecord:
+    """Drop a pending manual rollback; nothing changes."""
+    return await guard.rollbacks.cancel(rollback_id, actor=who.name)
 
 
 @guarded(router, "GET", "/audit", Access.READ, response_model=list[AuditRecord], tags=["audit"])

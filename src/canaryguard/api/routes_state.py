@@ -4,7 +4,9 @@ changes; policy documents are fetched once per version (they are immutable)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import OrderedDict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -30,6 +32,38 @@ def state_message(deployment: Deployment, seq: int) -> str:
         mode="json", include={"name", "revision", "state", "split", "stable", "canary"}
     )
     return f"id: {seq}\nevent: state\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+
+class SharedStates:
+    """Each committed state read and rendered once, whatever the number of open streams: a
+    change wakes every stream at once, and a thousand reads of one row would make the last
+    client wait for all of them."""
+
+    def __init__(self, guard: CanaryGuard, capacity: int = 256) -> None:
+        self._guard = guard
+        self._capacity = capacity
+        self._rendered: OrderedDict[tuple[str, int], asyncio.Future[Deployment]] = OrderedDict()
+
+    async def after(self, name: str, seq: int) -> Deployment:
+        """The deployment as of (at least) event ``seq``."""
+        key = (name, seq)
+        future = self._rendered.get(key)
+        if future is None:
+            future = self._rendered[key] = asyncio.ensure_future(self._guard.deployments.get(name))
+            while len(self._rendered) > self._capacity:
+                self._rendered.popitem(last=False)
+        try:
+            return await asyncio.shield(future)
+        except Exception:
+            self._rendered.pop(key, None)  # a failed read is not shared with later streams
+            raise
+
+    @classmethod
+    def of(cls, request: Request, guard: CanaryGuard) -> SharedStates:
+        shared = getattr(request.app.state, "shared_states", None)
+        if shared is None:
+            shared = request.app.state.shared_states = cls(guard)
+        return shared
 
 
 @guarded(
@@ -59,11 +93,13 @@ async def state_stream(
         sent[name] = current.revision
         opening.append(state_message(current, start))
 
+    shared = SharedStates.of(request, guard)
+
     async def render(record: EventRecord) -> str | None:
         name = record.deployment
         if name not in sent or record.revision is None or record.revision <= sent[name]:
             return None
-        current = await guard.deployments.get(name)
+        current = await shared.after(name, record.seq)
         if current.revision <= sent[name]:
             return None
         sent[name] = current.revision

@@ -7,8 +7,9 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from canaryguard.domain.access import ApiToken, Role
-from canaryguard.domain.assignment import Criterion
-from canaryguard.domain.models import Deployment, MetricsSummary, RollbackMetrics, RollbackRecord
+from canaryguard.domain.assignment import Criterion, Variant
+from canaryguard.domain.checks import ConditionResult
+from canaryguard.domain.models import Deployment, MetricsSnapshot, RollbackMetrics, RollbackRecord
 
 __all__ = [
     "MAX_SEQ",
@@ -111,7 +112,7 @@ class ConfigIn(PreconditionIn):
 class StatusOut(BaseModel):
     deployment: Deployment
     canary_percent: float
-    metrics: MetricsSummary
+    metrics: MetricsSnapshot
     rollbacks: RollbackMetrics
     open_rollbacks: list[RollbackRecord]
 
@@ -131,6 +132,22 @@ class RollbackIn(PreconditionIn):
     to: str | None = Field(
         default=None, description="snapshot id; default: the state before the canary"
     )
+    staged: bool = Field(
+        default=False,
+        description="walk traffic back in the deployment's stages (staged_rollback) instead of "
+        "all at once",
+    )
+    confirm: bool = Field(
+        default=True,
+        description="false: create a pending rollback that POST /rollbacks/{id}/confirm "
+        "carries out (or that expires after confirmation_timeout_seconds)",
+    )
+
+
+class EscalateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, examples=["stage held too long"])
 
 
 class VerifyOut(BaseModel):
@@ -166,3 +183,56 @@ class TokenCreatedOut(TokenOut):
 class RotateOut(BaseModel):
     key_id: str
     reencrypted: int
+
+
+class DetectorTestOut(BaseModel):
+    """One sequential test's evidence (docs/detection.md)."""
+
+    name: str
+    e_value: float
+    threshold: float
+    dispersion: float
+    canary_rate: float
+    stable_rate: float
+    canary_requests: int
+    stable_requests: int
+
+
+class DecisionOut(BaseModel):
+    condition: str
+    reason: str
+    decided_at: AwareDatetime
+    rollback_id: str | None
+    veto_until: AwareDatetime | None
+    vetoed_by: str | None
+
+
+class VerdictOut(BaseModel):
+    """What the monitor says of the deployment's canary now."""
+
+    deployment: str
+    judged: bool = Field(description="a canary run is under judgement")
+    verdict: str = Field(description="healthy, inconclusive, regression, or not_judged")
+    condition: str = ""
+    reason: str = ""
+    tests: list[DetectorTestOut] = Field(default_factory=list)
+    conditions: list[ConditionResult] = Field(default_factory=list)
+    metrics: MetricsSnapshot | None = Field(
+        default=None, description="the evaluation window, up to the last settled second"
+    )
+    since_start: MetricsSnapshot | None = Field(
+        default=None, description="everything since the canary run started (at most 6 hours)"
+    )
+    decision: DecisionOut | None = None
+
+
+class SecondOut(BaseModel):
+    """One variant's outcomes in one second."""
+
+    second: int
+    variant: Variant
+    requests: int
+    errors: int
+    latency_sum_ms: float
+    latency_max_ms: float
+    histogram: dict[int, int]

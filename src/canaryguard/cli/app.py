@@ -14,7 +14,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from canaryguard.cli import commands_admin, commands_deploy, commands_policy, commands_records
+from canaryguard.cli import (
+    commands_admin,
+    commands_deploy,
+    commands_policy,
+    commands_records,
+    commands_replay,
+    commands_rollback,
+)
 from canaryguard.cli.client import DEFAULT_URL, ApiClient, CliError, default_token
 from canaryguard.cli.context import Context, ctx_of
 from canaryguard.cli.output import Out
@@ -44,8 +51,10 @@ app.add_typer(commands_admin.config_app, name="config")
 app.add_typer(commands_admin.token_app, name="token")
 app.add_typer(commands_admin.keys_app, name="keys")
 app.command("status")(commands_deploy.status)
-app.command("rollback")(commands_records.rollback)
+app.command("rollback")(commands_rollback.rollback)
 app.command("events")(commands_records.events)
+app.command("replay")(commands_replay.replay)
+app.command("record")(commands_replay.record)
 
 DataDir = Annotated[
     Path | None,
@@ -129,6 +138,52 @@ def walkthrough(
         asyncio.run(run_walkthrough(settings, Console()))
     except CanaryGuardError as exc:
         raise CliError(str(exc)) from exc
+
+
+@app.command()
+def demo(  # noqa: PLR0917 - Typer passes the options by name
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    duration: Annotated[
+        float, typer.Option("--duration", min=20, max=3_600, help="seconds the demo runs")
+    ] = 90.0,
+    fleet: Annotated[int, typer.Option("--fleet", min=1, max=16, help="client processes")] = 2,
+    rate: Annotated[
+        int, typer.Option("--rate", min=10, max=5_000, help="requests a second per process")
+    ] = 300,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65_535)] = None,
+) -> None:
+    """Serve on SQLite, run a simulated fleet using the SDK, promote a good canary and watch the
+    monitor roll back a bad one by itself, live; the data stays for `status` and `audit list`."""
+    from canaryguard.cli.demo import run_demo  # noqa: PLC0415 - only this command needs it
+
+    out = ctx_of(ctx).out
+    directory = _data_dir(data_dir or ctx_of(ctx).data_dir)
+    summary = run_demo(
+        directory,
+        duration=duration,
+        fleet=fleet,
+        rate=rate,
+        port=port,
+        console=out.console,
+        live=not out.as_json,
+    )
+    if not out.as_json:
+        out.console.print()
+    lines = [
+        f"promotions: {summary.promotions}",
+        f"automatic rollbacks: {summary.automatic_rollbacks}"
+        + (f" after {summary.seconds_to_rollback:g} s" if summary.seconds_to_rollback else ""),
+    ]
+    if summary.rollback_reason:
+        lines.append(f"why: {summary.rollback_reason}")
+    lines += [
+        f"requests reported in the last window: {summary.requests_reported:,}",
+        f"inspect: canaryguard serve --data-dir {directory} (then, with CANARYGUARD_URL set: "
+        f"canaryguard status {summary.deployment}, snapshot list {summary.deployment}, "
+        "audit list)",
+    ]
+    out.result(summary.as_json(), "\n".join(lines))
 
 
 def main() -> None:

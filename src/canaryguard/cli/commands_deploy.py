@@ -160,7 +160,7 @@ def _detail(c: Context, name: str) -> tuple[Any, Group]:
         f"{r['total_rollbacks']} ({r['auto_rollbacks']} auto, {r['failed_rollbacks']} failed)",
     )
     metrics = Table(title=f"last {m['window_seconds'] / 60:g} min", title_justify="left")
-    for column in ("variant", "requests", "errors", "error rate", "mean ms", "max ms"):
+    for column in ("variant", "requests", "errors", "error rate", "mean ms", "p99 ms", "max ms"):
         metrics.add_column(column)
     for variant in ("stable", "canary"):
         v = m[variant]
@@ -172,9 +172,61 @@ def _detail(c: Context, name: str) -> tuple[Any, Group]:
             str(v["errors"]),
             f"{rate:.2%}",
             f"{mean:.1f}",
+            f"{v.get('p99_ms', 0):.1f}",
             f"{v['latency_max_ms']:.1f}",
         )
     return status_, Group(head, metrics)
+
+
+@app.command()
+def verdict(ctx: typer.Context, name: str) -> None:
+    """What the monitor says of the canary now: each test's evidence, each condition, and an
+    automatic rollback taken or waiting for its veto window."""
+    c = ctx_of(ctx)
+    value = c.api.get(f"/deployments/{name}/verdict")
+    if c.out.as_json:
+        c.out.json(value)
+        return
+    if not value["judged"]:
+        c.out.console.print(f"{name}: no canary under judgement", highlight=False)
+        return
+    c.out.console.print(
+        f"{name}: [bold]{value['verdict']}[/bold]"
+        + (f" ({value['condition']}): {value['reason']}" if value["reason"] else ""),
+        highlight=False,
+    )
+    tests = Table(title="sequential tests", title_justify="left")
+    for column in ("test", "e-value", "threshold", "dispersion", "canary", "stable", "requests"):
+        tests.add_column(column)
+    for t in value["tests"]:
+        tests.add_row(
+            t["name"],
+            f"{t['e_value']:,.2f}",
+            f"{t['threshold']:,.0f}",
+            f"{t['dispersion']:.2f}",
+            f"{t['canary_rate']:.2%}",
+            f"{t['stable_rate']:.2%}",
+            f"{t['canary_requests']:,}",
+        )
+    c.out.console.print(tests)
+    for result in value["conditions"]:
+        mark = "[red]fired[/red]" if result["fired"] else "ok"
+        c.out.console.print(f"{result['fired_as']}: {mark}: {result['reason']}", highlight=False)
+    decision = value.get("decision")
+    if decision:
+        c.out.console.print(
+            f"decision: {decision['reason']}; rollback {decision['rollback_id'] or 'pending'}"
+            + (f", veto until {when(decision['veto_until'])}" if decision["veto_until"] else ""),
+            highlight=False,
+        )
+
+
+@app.command()
+def veto(ctx: typer.Context, name: str) -> None:
+    """Cancel an automatic rollback that waits in its veto window."""
+    c = ctx_of(ctx)
+    value = c.api.post(f"/deployments/{name}/veto")
+    c.out.result(value, f"automatic rollback of {name} vetoed: {value['reason']}")
 
 
 def status(

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from canaryguard.cli.client import EXIT_ERROR, EXIT_USAGE, CliError
-from canaryguard.cli.context import Context, ctx_of
+from canaryguard.cli.client import EXIT_ERROR
+from canaryguard.cli.context import ctx_of
 from canaryguard.cli.output import when
 
-__all__ = ["audit_app", "events", "rollback", "snapshot_app"]
+__all__ = ["audit_app", "events", "snapshot_app"]
 
 snapshot_app = typer.Typer(help="Encrypted states of a deployment.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
@@ -84,82 +83,6 @@ def snapshot_diff(ctx: typer.Context, old: str, new: str) -> None:
         f"{old} -> {new}",
         ("path", "change", "old", "new"),
         ((x["path"], x["kind"], x.get("old"), x.get("new")) for x in changes),
-    )
-
-
-def _show_rollbacks(c: Context, records: list[dict[str, Any]], title: str) -> None:
-    c.out.table(
-        records,
-        title,
-        ("id", "deployment", "kind", "status", "reason", "actor", "ms", "when"),
-        (
-            (
-                r["id"],
-                r["deployment"],
-                r["kind"],
-                r["status"],
-                r["reason"],
-                r["actor"],
-                f"{r['duration_ms']:.1f}" if r.get("duration_ms") is not None else "",
-                when(r["created_at"]),
-            )
-            for r in records
-        ),
-    )
-
-
-def rollback(
-    ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="a deployment, or: list [DEPLOYMENT] | show ID")],
-    extra: Annotated[
-        str | None, typer.Argument(help="with list: a deployment; with show: a rollback id")
-    ] = None,
-    to: Annotated[
-        str | None, typer.Option("--to", help="snapshot id (default: before the canary)")
-    ] = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="why, for the record")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
-    expect: Annotated[int | None, typer.Option("--expect-revision")] = None,
-) -> None:
-    """Roll DEPLOYMENT back now, or list and show rollbacks.
-
-    \b
-    canaryguard rollback payments/security --reason "errors up" [--to SNAPSHOT] [--yes]
-    canaryguard rollback list [DEPLOYMENT]
-    canaryguard rollback show ROLLBACK_ID
-    """
-    c = ctx_of(ctx)
-    if target == "list":
-        path = f"/deployments/{extra}/rollbacks" if extra else "/rollbacks"
-        _show_rollbacks(c, c.api.get(path), f"rollbacks{' of ' + extra if extra else ''}")
-        return
-    if target == "show":
-        if extra is None:
-            raise CliError("rollback show needs a rollback id", EXIT_USAGE)
-        record = c.api.get(f"/rollbacks/{extra}")
-        _show_rollbacks(c, [record], f"rollback {extra}")
-        if not c.out.as_json and record.get("error"):
-            c.out.console.print(f"error: {record['error']}")
-        return
-    if extra is not None:
-        raise CliError(f"unexpected argument {extra!r}", EXIT_USAGE)
-    if not reason:
-        raise CliError("say why: --reason TEXT (it goes into the audit log)", EXIT_USAGE)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise CliError("not a terminal: add --yes to roll back without asking", EXIT_USAGE)
-        where = f"snapshot {to}" if to else "the state before its canary"
-        if not typer.confirm(f"Roll {target} back to {where}?", default=False):
-            raise CliError("not rolled back", EXIT_ERROR)
-    record = c.api.post(
-        f"/deployments/{target}/rollbacks",
-        {"reason": reason, "to": to, "expected_revision": expect},
-    )
-    before, after = record["revision_before"], record["revision_after"]
-    c.out.result(
-        record,
-        f"rolled back {target} ({record['id']}) in {record['duration_ms']:.1f} ms: revision "
-        f"{before} -> {after}; the state before is kept as snapshot {record['pre_snapshot_id']}",
     )
 
 

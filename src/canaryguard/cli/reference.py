@@ -102,8 +102,11 @@ def api_reference(spec: dict[str, Any]) -> str:
                 ]
             body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
             if body:
-                ref = body.get("schema", {}).get("$ref", "")
-                lines += ["", f"Body: `{ref.rsplit('/', 1)[-1] or 'JSON'}`."]
+                schema = body.get("schema", {})
+                refs = [schema, *schema.get("anyOf", [])]  # an optional body is anyOf [ref, null]
+                named = [s["$ref"].rsplit("/", 1)[-1] for s in refs if "$ref" in s]
+                name = named[0] if named else schema.get("title", "JSON")
+                lines += ["", f"Body: `{name}`."]
             codes = ", ".join(sorted(operation.get("responses", {})))
             lines += ["", f"Responses: {codes}.", ""]
     return "\n".join(lines).rstrip() + "\n"

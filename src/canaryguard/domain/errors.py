@@ -8,6 +8,7 @@
     ├── NotFound                     an unknown deployment, policy, version, snapshot or rollback
     ├── AlreadyExists                a name or version that is taken
     ├── Conflict                     a stale revision, or an operation that collides with another
+    ├── NotAllowed                   not for this caller (e.g. confirming one's own rollback)
     ├── IllegalTransition            an action the deployment's state does not allow
     ├── IntegrityError               a stored record fails its check (tampered, foreign, wrong key)
     ├── RollbackFailedError          a rollback could not be applied (nothing was half-applied)
@@ -25,6 +26,7 @@ __all__ = [
     "IllegalTransition",
     "IntegrityError",
     "InvalidInput",
+    "NotAllowed",
     "NotFound",
     "RollbackFailedError",
     "SchemaViolation",
@@ -65,6 +67,10 @@ class Conflict(CanaryGuardError):
     def __init__(self, message: str, *, current_revision: int | None = None) -> None:
         super().__init__(message)
         self.current_revision = current_revision
+
+
+class NotAllowed(CanaryGuardError):
+    """The caller may not do this (for example, confirm a rollback they started themselves)."""
 
 
 class IllegalTransition(CanaryGuardError):

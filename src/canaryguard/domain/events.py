@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-from canaryguard.domain.models import DeploymentState, MetricsSummary, SnapshotKind
+from canaryguard.domain.models import DeploymentState, MetricsSnapshot, SnapshotKind
 
 __all__ = [
     "EVENT_TYPE_PREFIX",
@@ -95,7 +95,7 @@ class AutoRollbackTriggered(_EventData):
     rollback_id: str
     reason: str
     snapshot_id: str
-    metrics: MetricsSummary | None
+    metrics: MetricsSnapshot | None
 
 
 class ManualRollbackInitiated(_EventData):

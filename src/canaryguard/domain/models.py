@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from canaryguard.domain.assignment import Split, Variant
+from canaryguard.domain.conditions import Condition
 from canaryguard.domain.histogram import MAX_BUCKET
 
 __all__ = [
@@ -19,7 +20,7 @@ __all__ = [
     "AuditRecord",
     "Deployment",
     "DeploymentState",
-    "MetricsSummary",
+    "MetricsSnapshot",
     "Observation",
     "PolicyDocument",
     "PolicyRef",
@@ -114,11 +115,19 @@ def _default_stages() -> tuple[RollbackStage, ...]:
 
 
 class StagedRollbackConfig(_Frozen):
-    """How a staged rollback walks traffic back; stages above the current share are skipped."""
+    """How a staged rollback walks traffic back; stages at or above the current share are
+    skipped. After each stage the executor waits ``stage_interval_seconds``; with
+    ``evaluate_between_stages`` it then checks the stage's success criteria on the stable side
+    (which takes the returning traffic). Failed criteria ``escalate`` (the rest at once: the
+    target snapshot restored) or ``hold`` (re-checked until the stage's ``max_duration_seconds``
+    runs out, then escalated). ``total_timeout_seconds`` bounds the whole rollback the same way.
+    """
 
     stages: tuple[RollbackStage, ...] = Field(default_factory=_default_stages, min_length=1)
     stage_interval_seconds: float = Field(default=30, ge=0, le=3_600)
     evaluate_between_stages: bool = True
+    on_criteria_failure: Literal["escalate", "hold"] = "escalate"
+    total_timeout_seconds: float = Field(default=3_600, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _stages_descend_to_zero(self) -> StagedRollbackConfig:
@@ -130,16 +139,70 @@ class StagedRollbackConfig(_Frozen):
         return self
 
 
+class RollbackKind(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class RollbackMode(StrEnum):
+    IMMEDIATE = "immediate"
+    STAGED = "staged"
+
+
+class RollbackStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (RollbackStatus.PENDING, RollbackStatus.RUNNING)
+
+
 class RollbackConfig(_Frozen):
     """Per-deployment rollback settings, changeable at run time."""
 
     auto_rollback_enabled: bool = True
+    auto_rollback_mode: RollbackMode = Field(
+        default=RollbackMode.IMMEDIATE,
+        description="how the monitor rolls back: at once, or in the stages of staged_rollback",
+    )
     error_rate_threshold: float = Field(default=0.05, gt=0, le=1)
     response_time_threshold_ms: float = Field(default=1_000, gt=0, le=600_000)
     evaluation_window_minutes: float = Field(default=5, gt=0, le=1_440)
     staged_rollback: StagedRollbackConfig = Field(default_factory=StagedRollbackConfig)
     max_snapshots: int = Field(default=50, ge=1, le=10_000)
     confirmation_timeout_seconds: float = Field(default=300, gt=0, le=86_400)
+    require_second_person: bool = Field(
+        default=False,
+        description="a manual rollback must be confirmed by someone other than who started it",
+    )
+    detector_enabled: bool = Field(
+        default=True, description="the sequential canary-vs-stable tests (docs/detection.md)"
+    )
+    alpha: float = Field(
+        default=0.01, gt=0, le=0.2, description="false-rollback budget per canary (detector)"
+    )
+    warmup_seconds: float = Field(
+        default=0, ge=0, le=86_400, description="seconds after canary start that are not judged"
+    )
+    veto_seconds: float = Field(
+        default=0,
+        ge=0,
+        le=3_600,
+        description="an automatic rollback waits this long for an operator's veto (0: none)",
+    )
+    min_requests: int = Field(
+        default=100, ge=1, le=10**9, description="canary requests before a threshold is judged"
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=32,
+        description="more conditions: thresholds (absolute or relative to stable), CEL, extensions",
+    )
 
 
 class Deployment(_Frozen):
@@ -174,6 +237,10 @@ class Assignment(_Frozen):
     document: dict[str, Any]
 
 
+HistogramBucket = Annotated[int, Field(ge=0, le=MAX_BUCKET)]
+HistogramCount = Annotated[int, Field(ge=0, le=10**12)]
+
+
 class Observation(_Frozen):
     """Outcomes of one variant of one deployment in one second, as clients pre-aggregate them.
 
@@ -189,19 +256,19 @@ class Observation(_Frozen):
     errors: int = Field(ge=0, le=10**12)
     latency_sum_ms: float = Field(default=0, ge=0, allow_inf_nan=False)
     latency_max_ms: float = Field(default=0, ge=0, allow_inf_nan=False)
-    histogram: dict[int, int] = Field(default_factory=dict, max_length=MAX_BUCKET + 1)
+    histogram: dict[HistogramBucket, HistogramCount] = Field(
+        default_factory=dict, max_length=MAX_BUCKET + 1
+    )
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Observation:
+    def inconsistency(self) -> str | None:
+        """What is wrong across fields, or None. Checked by ingestion for every entry of a batch,
+        not by a model validator: a Python validator per entry doubled the cost of parsing a
+        batch, on the server's busiest endpoint."""
         if self.errors > self.requests:
-            raise ValueError(f"errors ({self.errors}) exceed requests ({self.requests})")
-        if any(
-            not 0 <= bucket <= MAX_BUCKET or count < 0 for bucket, count in self.histogram.items()
-        ):
-            raise ValueError(f"histogram buckets are 0..{MAX_BUCKET} with counts >= 0")
+            return f"errors ({self.errors}) exceed requests ({self.requests})"
         if self.histogram and sum(self.histogram.values()) != self.requests:
-            raise ValueError("histogram counts must add up to requests")
-        return self
+            return "histogram counts must add up to requests"
+        return None
 
 
 class VariantMetrics(_Frozen):
@@ -211,6 +278,10 @@ class VariantMetrics(_Frozen):
     errors: int = Field(default=0, ge=0)
     latency_sum_ms: float = Field(default=0, ge=0)
     latency_max_ms: float = Field(default=0, ge=0)
+    p50_ms: float = Field(default=0, ge=0)
+    p90_ms: float = Field(default=0, ge=0)
+    p95_ms: float = Field(default=0, ge=0)
+    p99_ms: float = Field(default=0, ge=0)
 
     @property
     def error_rate(self) -> float:
@@ -225,8 +296,9 @@ class VariantMetrics(_Frozen):
         return self.latency_sum_ms / self.requests if self.requests else 0.0
 
 
-class MetricsSummary(_Frozen):
-    """Both variants' outcomes over the evaluation window ending at ``until``."""
+class MetricsSnapshot(_Frozen):
+    """Both variants' outcomes over the evaluation window ending at ``until``: the one metrics
+    model that snapshots, events, alerts, verdicts and the API share."""
 
     window_seconds: float = Field(ge=0)
     until: AwareDatetime
@@ -269,7 +341,7 @@ class Snapshot(_Frozen):
     split: Split
     config: RollbackConfig
     baseline_snapshot_id: str | None = None
-    metrics: MetricsSummary
+    metrics: MetricsSnapshot
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
@@ -286,27 +358,15 @@ class SnapshotInfo(_Frozen):
     key_id: str
 
 
-class RollbackKind(StrEnum):
-    AUTO = "auto"
-    MANUAL = "manual"
+class StageProgress(_Frozen):
+    """One planned stage of a staged rollback, and when it took effect (exactly once)."""
 
-
-class RollbackMode(StrEnum):
-    IMMEDIATE = "immediate"
-    STAGED = "staged"
-
-
-class RollbackStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-    @property
-    def is_open(self) -> bool:
-        return self in (RollbackStatus.PENDING, RollbackStatus.RUNNING)
+    name: str
+    target_percentage: Percent
+    applied_at: AwareDatetime | None = None
+    revision: int | None = None
+    max_duration_seconds: float = 300
+    success_criteria: tuple[SuccessCriterion, ...] = ()
 
 
 class RollbackRecord(_Frozen):
@@ -329,7 +389,20 @@ class RollbackRecord(_Frozen):
     revision_after: int | None = None
     error: str | None = None
     partial_completion: float = Field(default=0.0, ge=0, le=1)
-    trigger_metrics: MetricsSummary | None = None
+    trigger_metrics: MetricsSnapshot | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="a pending rollback not confirmed by then expires"
+    )
+    confirmed_by: str | None = None
+    cancelled_by: str | None = None
+    stages: tuple[StageProgress, ...] = Field(
+        default=(), description="staged: the plan, each stage with when it took effect"
+    )
+    next_step_at: AwareDatetime | None = Field(
+        default=None, description="staged: when the executor takes the next step"
+    )
+    step_attempts: int = Field(default=0, ge=0, description="failed tries of the next step")
+    held: str | None = Field(default=None, description="staged: why it holds (criteria failed)")
 
 
 class RollbackMetrics(_Frozen):
@@ -356,7 +429,7 @@ class RollbackAlert(_Frozen):
     message: str
     timestamp: AwareDatetime
     deployment_id: str
-    metrics: MetricsSummary | None = None
+    metrics: MetricsSnapshot | None = None
 
 
 class AuditRecord(_Frozen):

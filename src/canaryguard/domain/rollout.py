@@ -237,3 +237,19 @@ def restore(
         state_reason=reason,
         baseline_snapshot_id=snapshot.baseline_snapshot_id if has_canary else None,
     )
+
+
+def begin_staged_rollback(deployment: Deployment, *, reason: str, now: datetime) -> Deployment:
+    """The deployment starts rolling back in stages: who gets what is unchanged until the first
+    stage; changes other than the rollback's own steps are refused meanwhile."""
+    check_transition(deployment.state, Action.BEGIN_STAGED_ROLLBACK)
+    return _next(deployment, now, state=DeploymentState.ROLLING_BACK, state_reason=reason)
+
+
+def rollback_step(
+    deployment: Deployment, *, canary_basis_points: int, reason: str, now: datetime
+) -> Deployment:
+    """One stage of a staged rollback: the canary share goes down to ``canary_basis_points``."""
+    check_transition(deployment.state, Action.ROLLBACK_STEP)
+    split = replace(deployment.split, canary_basis_points=canary_basis_points)
+    return _next(deployment, now, split=split, state_reason=reason)

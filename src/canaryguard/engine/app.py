@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from canaryguard.domain.models import RollbackRecord
 from canaryguard.engine.audit import AuditService
 from canaryguard.engine.deployments import DeploymentService
 from canaryguard.engine.events import EventFeed
+from canaryguard.engine.executor import RollbackExecutor
+from canaryguard.engine.monitor import Monitor
 from canaryguard.engine.observations import ObservationService
 from canaryguard.engine.policies import PolicyService
 from canaryguard.engine.rollback import RollbackManager
@@ -28,11 +31,25 @@ class CanaryGuard:
         self.snapshots = SnapshotService(ports)
         self.deployments = DeploymentService(ports, self.snapshots)
         self.rollbacks = RollbackManager(ports, self.snapshots)
+        self.executor = RollbackExecutor(ports, self.rollbacks)
+        self.rollbacks.staged = self._start_confirmed_staged
         self.audit = AuditService(ports)
         self.events = EventFeed(ports)
         self.observations = ObservationService(ports)
+        self.monitor = Monitor(
+            ports, self.rollbacks, executor=self.executor, extensions=ports.extensions
+        )
         self.tokens = TokenService(ports)
         self.notices: list[str] = []
+
+    async def _start_confirmed_staged(self, pending: RollbackRecord, actor: str) -> RollbackRecord:
+        return await self.executor.start(
+            pending.deployment,
+            reason=pending.reason,
+            actor=actor,
+            to=pending.target_snapshot_id,
+            pending=pending,
+        )
 
     async def rotate_keys(self, *, actor: str) -> tuple[str, int]:
         """Make a new primary key (with a key file) and re-encrypt every snapshot with it.
@@ -49,4 +66,8 @@ class CanaryGuard:
         return key_id, count
 
     async def close(self) -> None:
-        await self.ports.store.close()
+        """Flush observations not yet written, and close the store."""
+        try:
+            await self.observations.flush()
+        finally:
+            await self.ports.store.close()

@@ -1,27 +1,36 @@
-"""Recording outcomes per deployment, variant and second, and summarising them."""
+"""Recording outcomes per deployment, revision, variant and second, and summarising them.
+
+Ingestion merges a batch into the in-memory window store and answers; a flush (about every
+second, and on close) appends what was merged since the last one to the database as delta rows,
+with the batch ids, in one transaction. Telemetry, not operations: it is not audited, and a crash
+loses at most the observations accepted since the last flush (clients keep no copy of a batch
+the server accepted).
+"""
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.errors import InvalidInput, NotFound
-from canaryguard.domain.models import MetricsSummary, Observation
-from canaryguard.engine.snapshots import metrics_summary
+from canaryguard.domain.judge import snapshot_of
+from canaryguard.domain.models import Deployment, MetricsSnapshot, Observation
+from canaryguard.domain.windows import WindowStore
 from canaryguard.engine.unit import Ports
 
-__all__ = ["MAX_BATCH", "IngestResult", "ObservationService"]
+__all__ = ["MAX_BATCH", "IngestResult", "ObservationService", "metrics_snapshot"]
 
 MAX_BATCH = 10_000
 PAST_LIMIT = timedelta(days=7)  # older seconds are history, not telemetry
 FUTURE_LIMIT = timedelta(minutes=5)  # clock skew a client may have
 BATCH_MEMORY = timedelta(hours=1)  # how long a batch id is remembered against retries
+HISTORY = timedelta(days=7)  # how long the database keeps per-second rows
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -31,21 +40,26 @@ class IngestResult:
     duplicate: bool
 
 
-def _observation(value: dict[str, Any], index: int) -> Observation:
-    try:
-        return Observation.model_validate(value)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInput(f"observation {index}: {problems}") from exc
+def metrics_snapshot(
+    windows: WindowStore, deployment: Deployment, now: datetime
+) -> MetricsSnapshot:
+    """Both variants over the deployment's evaluation window ending at ``now``."""
+    window = deployment.config.evaluation_window_minutes * 60
+    until = int(now.timestamp())
+    totals = windows.totals(deployment.name, since=until - int(window) + 1, until=until)
+    return snapshot_of(totals, window_seconds=window, until=now)
 
 
 class ObservationService:
-    """Telemetry, not operations: written outside the serialised (audited) write path."""
+    """Ingestion into the window store, its flush to the database, and summaries."""
 
     def __init__(self, ports: Ports) -> None:
         self._ports = ports
+        self._windows = ports.windows
+        self.node = secrets.token_hex(8)  # this replica's name on the rows it writes
+        self._known: set[str] = set()  # deployments seen to exist (they are never deleted)
+        self._batches: dict[str, datetime] = {}  # batch ids merged here, for retries
+        self._unflushed_batches: list[str] = []
 
     async def record(
         self,
@@ -58,21 +72,27 @@ class ObservationService:
         latency_sum_ms: float,
         latency_max_ms: float,
         histogram: dict[int, int] | None = None,
+        revision: int | None = None,
     ) -> None:
-        """Merge one second's aggregate for one variant into the store."""
-        observation = _observation(
-            {
-                "deployment": deployment,
-                "variant": variant,
-                "second": int(at.timestamp()),
-                "requests": requests,
-                "errors": errors,
-                "latency_sum_ms": latency_sum_ms,
-                "latency_max_ms": latency_max_ms,
-                "histogram": histogram or {},
-            },
-            0,
-        )
+        """Merge one second's aggregate for one variant (a convenience over ``ingest``)."""
+        value = {
+            "deployment": deployment,
+            "variant": variant,
+            "second": int(at.timestamp()),
+            "revision": revision,
+            "requests": requests,
+            "errors": errors,
+            "latency_sum_ms": latency_sum_ms,
+            "latency_max_ms": latency_max_ms,
+            "histogram": histogram or {},
+        }
+        try:
+            observation = Observation.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(f"observation 0: {problems}") from exc
         await self.ingest([observation])
 
     async def ingest(
@@ -88,31 +108,98 @@ class ObservationService:
             raise InvalidInput("batch_id is 1-64 letters, digits, '_' or '-'")
         now = self._ports.clock.now()
         earliest, latest = (now - PAST_LIMIT).timestamp(), (now + FUTURE_LIMIT).timestamp()
+        names: set[str] = set()
         for index, observation in enumerate(observations):
+            problem = observation.inconsistency()
+            if problem is not None:
+                raise InvalidInput(f"observation {index}: {problem}")
             if not earliest <= observation.second <= latest:
                 raise InvalidInput(
                     f"observation {index}: second {observation.second} is more than 7 days old "
                     "or more than 5 minutes ahead of the server's clock"
                 )
-        async with self._ports.store.write(exclusive=False) as tx:
-            names = {o.deployment for o in observations}
-            missing = names - await tx.deployments.existing(names)
-            if missing:
-                raise NotFound(f"no deployment named {', '.join(repr(n) for n in sorted(missing))}")
-            if batch_id is not None and not await tx.observations.first_time(batch_id, at=now):
-                return IngestResult(accepted=len(observations), duplicate=True)
-            await tx.observations.add_many(observations)
+            names.add(observation.deployment)
+        await self._check_known(names)
+        if batch_id is not None and await self._seen(batch_id, now):
+            return IngestResult(accepted=len(observations), duplicate=True)
+        self._windows.add_observations(observations)
         return IngestResult(accepted=len(observations), duplicate=False)
 
-    async def forget_old_batches(self) -> None:
-        """Drop batch ids older than the retry horizon (called periodically by the server)."""
-        async with self._ports.store.write(exclusive=False) as tx:
-            await tx.observations.forget_batches(before=self._ports.clock.now() - BATCH_MEMORY)
+    async def _check_known(self, names: set[str]) -> None:
+        unknown = names - self._known
+        if not unknown:
+            return
+        async with self._ports.store.read() as tx:
+            existing = await tx.deployments.existing(unknown)
+        self._known |= existing
+        missing = unknown - existing
+        if missing:
+            raise NotFound(f"no deployment named {', '.join(repr(n) for n in sorted(missing))}")
 
-    async def summary(self, deployment: str) -> MetricsSummary:
+    async def _seen(self, batch_id: str, now: datetime) -> bool:
+        if batch_id in self._batches:
+            return True
+        self._batches[batch_id] = now  # claimed before the await: a concurrent twin is a retry
+        try:
+            async with self._ports.store.read() as tx:
+                if await tx.observations.seen_batch(batch_id):
+                    return True  # merged before a restart, or by another replica
+        except BaseException:
+            del self._batches[batch_id]  # not merged: the client's retry must be taken
+            raise
+        self._unflushed_batches.append(batch_id)
+        return False
+
+    async def flush(self) -> int:
+        """Append what was merged since the last flush to the database; how many rows.
+
+        On failure the deltas go back and leave with the next flush."""
+        deltas = self._windows.take_unflushed()
+        batches, self._unflushed_batches = self._unflushed_batches, []
+        if not deltas and not batches:
+            return 0
+        try:
+            async with self._ports.store.write(exclusive=False) as tx:
+                await tx.observations.append(list(deltas.items()), node=self.node)
+                await tx.observations.remember_batches(batches, at=self._ports.clock.now())
+        except BaseException:
+            self._windows.put_back(deltas)
+            self._unflushed_batches[:0] = batches
+            raise
+        return len(deltas)
+
+    async def load(self) -> int:
+        """Fill the window store from the database (at start); how many rows were read."""
+        since = int(self._ports.clock.now().timestamp()) - self._windows.horizon_seconds
+        async with self._ports.store.read() as tx:
+            rows = await tx.observations.since(second=since)
+        for key, stats in rows:
+            self._windows.add(
+                key,
+                requests=stats.requests,
+                errors=stats.errors,
+                latency_sum_ms=stats.latency_sum_ms,
+                latency_max_ms=stats.latency_max_ms,
+                histogram=stats.histogram,
+                flush=False,
+            )
+        return len(rows)
+
+    async def housekeeping(self) -> None:
+        """Forget batch ids past the retry horizon and rows past the history horizon, and
+        seconds past the window store's horizon (called periodically by the server)."""
+        now = self._ports.clock.now()
+        horizon = now - BATCH_MEMORY
+        self._batches = {b: at for b, at in self._batches.items() if at >= horizon}
+        self._windows.prune(int(now.timestamp()) - self._windows.horizon_seconds)
+        async with self._ports.store.write(exclusive=False) as tx:
+            await tx.observations.forget_batches(before=horizon)
+            await tx.observations.prune(before_second=int((now - HISTORY).timestamp()))
+
+    async def summary(self, deployment: str) -> MetricsSnapshot:
         """Both variants over the deployment's evaluation window, ending now."""
         async with self._ports.store.read() as tx:
             current = await tx.deployments.get(deployment)
-            if current is None:
-                raise NotFound(f"no deployment named {deployment!r}")
-            return await metrics_summary(tx, current, self._ports.clock.now())
+        if current is None:
+            raise NotFound(f"no deployment named {deployment!r}")
+        return metrics_snapshot(self._windows, current, self._ports.clock.now())

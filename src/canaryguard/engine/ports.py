@@ -13,21 +13,19 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from canaryguard.domain.access import ApiToken
-from canaryguard.domain.assignment import Variant
 from canaryguard.domain.audit import AuditEntry
 from canaryguard.domain.events import Event, EventRecord
 from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
-    Observation,
     PolicyVersion,
     RollbackKind,
     RollbackMetrics,
     RollbackRecord,
     RollbackStatus,
     SnapshotInfo,
-    VariantMetrics,
 )
+from canaryguard.domain.windows import RollupKey, SecondStats
 
 __all__ = [
     "AuditLog",
@@ -152,8 +150,13 @@ class RollbackRepo(Protocol):
         self, *, deployment: str | None = None, limit: int = 100
     ) -> list[RollbackRecord]: ...
     async def open_for(self, deployment: str) -> list[RollbackRecord]: ...
+    async def pending(self) -> list[RollbackRecord]: ...
+    async def running_staged(self) -> list[RollbackRecord]: ...
     async def metrics(self, *, deployment: str | None = None) -> RollbackMetrics: ...
     async def counts(self) -> dict[tuple[RollbackKind, RollbackStatus], int]: ...
+    async def counts_by_deployment(
+        self,
+    ) -> dict[tuple[str, RollbackKind, RollbackStatus], int]: ...
 
 
 class EventLog(Protocol):
@@ -183,19 +186,27 @@ class AuditLog(Protocol):
 
 
 class ObservationRepo(Protocol):
-    async def add_many(self, batch: Sequence[Observation]) -> None:
-        """Merge per-second aggregates (counts add up, the maximum is kept, buckets add up)."""
+    """The per-second rollup in the database: append-only delta rows, summed when read."""
+
+    async def append(self, rows: Sequence[tuple[RollupKey, SecondStats]], *, node: str) -> None:
+        """Append one delta row per key (written by the replica ``node``)."""
         ...
 
-    async def first_time(self, batch_id: str, *, at: datetime) -> bool:
-        """Record a batch id; False when it was recorded before (a retry)."""
+    async def since(self, *, second: int) -> list[tuple[RollupKey, SecondStats]]:
+        """Every delta row for seconds ``>= second`` (to fill the window store at start)."""
+        ...
+
+    async def seen_batch(self, batch_id: str) -> bool: ...
+
+    async def remember_batches(self, batch_ids: Sequence[str], *, at: datetime) -> None:
+        """Record merged batch ids (ids recorded before are left as they are)."""
         ...
 
     async def forget_batches(self, *, before: datetime) -> None: ...
 
-    async def summarize(
-        self, deployment: str, *, since_second: int, until_second: int
-    ) -> dict[Variant, VariantMetrics]: ...
+    async def prune(self, *, before_second: int) -> int:
+        """Drop rows for seconds older than ``before_second``; how many went."""
+        ...
 
 
 class TokenRepo(Protocol):

@@ -8,7 +8,11 @@ failed rollback is on record and never half-applied.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
 
 from canaryguard.domain import rollout
 from canaryguard.domain.errors import (
@@ -17,6 +21,7 @@ from canaryguard.domain.errors import (
     IllegalTransition,
     IntegrityError,
     InvalidInput,
+    NotAllowed,
     NotFound,
     RollbackFailedError,
 )
@@ -28,24 +33,47 @@ from canaryguard.domain.events import (
 )
 from canaryguard.domain.models import (
     Deployment,
-    MetricsSummary,
+    MetricsSnapshot,
     RollbackKind,
     RollbackMetrics,
     RollbackMode,
     RollbackRecord,
     RollbackStatus,
+    Snapshot,
     SnapshotKind,
 )
 from canaryguard.domain.states import Action, check_transition
-from canaryguard.engine.snapshots import SnapshotService, metrics_summary
+from canaryguard.engine.observations import metrics_snapshot
+from canaryguard.engine.snapshots import SnapshotService
 from canaryguard.engine.unit import Ports, Unit, check_text, load_for_write, new_id, unit_of_work
 
-__all__ = ["RollbackManager"]
+__all__ = ["RollbackManager", "carried", "save"]
 
 log = logging.getLogger(__name__)
 
 # Refusals: the request itself is wrong; nothing was attempted, so nothing is recorded.
 _REFUSALS = (InvalidInput, NotFound, Conflict, IllegalTransition)
+
+
+def carried(pending: RollbackRecord | None, unit: Unit) -> dict[str, Any]:
+    """The fields a rollback record takes from the confirmed request it carries out (its
+    initiator, when it was asked for, its deadline, and who confirmed it), or from ``unit``."""
+    if pending is None:
+        return {"actor": unit.actor, "created_at": unit.now}
+    return {
+        "actor": pending.actor,
+        "created_at": pending.created_at,
+        "expires_at": pending.expires_at,
+        "confirmed_by": unit.actor,
+    }
+
+
+async def save(unit: Unit, record: RollbackRecord, pending: RollbackRecord | None) -> None:
+    """Insert ``record``, or update the request it carries out."""
+    if pending is None:
+        await unit.tx.rollbacks.insert(record)
+    else:
+        await unit.tx.rollbacks.update(record)
 
 
 class RollbackManager:
@@ -54,6 +82,8 @@ class RollbackManager:
     def __init__(self, ports: Ports, snapshots: SnapshotService) -> None:
         self._ports = ports
         self._snapshots = snapshots
+        # set by the application: starts a confirmed staged rollback (the executor's job)
+        self.staged: Callable[[RollbackRecord, str], Awaitable[RollbackRecord]] | None = None
 
     async def rollback(
         self,
@@ -63,7 +93,7 @@ class RollbackManager:
         actor: str,
         to: str | None = None,
         kind: RollbackKind = RollbackKind.MANUAL,
-        trigger_metrics: MetricsSummary | None = None,
+        trigger_metrics: MetricsSnapshot | None = None,
         expected_revision: int | None = None,
     ) -> RollbackRecord:
         """Roll ``deployment`` back now, to snapshot ``to`` or to the state before its canary.
@@ -87,9 +117,12 @@ class RollbackManager:
                     raise InvalidInput(
                         f"{deployment} has no canary to roll back; name a snapshot to return to"
                     )
-                open_ones = await unit.tx.rollbacks.open_for(deployment)
-                if open_ones:
-                    raise Conflict(f"rollback {open_ones[0].id} of {deployment} is still open")
+                await self._refuse_if_open(unit, deployment)
+                if kind is RollbackKind.MANUAL and current.config.require_second_person:
+                    raise NotAllowed(
+                        f"{deployment} requires a second person to confirm a manual rollback: "
+                        "start it unconfirmed and let another operator confirm it"
+                    )
                 record = await self._execute(
                     unit,
                     current,
@@ -100,7 +133,7 @@ class RollbackManager:
                     trigger_metrics=trigger_metrics,
                     started=started,
                 )
-        except _REFUSALS:
+        except (*_REFUSALS, NotAllowed):
             raise
         except Exception as exc:
             await self._record_failure(
@@ -129,57 +162,26 @@ class RollbackManager:
         target_id: str,
         reason: str,
         kind: RollbackKind,
-        trigger_metrics: MetricsSummary | None,
+        trigger_metrics: MetricsSnapshot | None,
         started: float,
+        pending: RollbackRecord | None = None,
     ) -> RollbackRecord:
+        """Apply the rollback in ``unit``; ``pending``: the confirmed request it carries out
+        (announced when it was requested, so only its completion is announced now)."""
         tx = unit.tx
-        sealed = await tx.snapshots.get(target_id)
-        if sealed is None:
-            raise NotFound(f"no snapshot {target_id!r}")
-        if sealed.info.deployment != current.name:
-            raise InvalidInput(
-                f"snapshot {target_id} belongs to {sealed.info.deployment}, not {current.name}"
-            )
-        target = self._snapshots.unseal(sealed)
-        for document in (target.stable, target.canary):
-            # the restored deployment refers to these versions: they must be in the store as saved
-            if (
-                document is not None
-                and await self._snapshots.documents.get(tx, document.ref) != document
-            ):
-                raise IntegrityError(
-                    f"policy {document.ref} of snapshot {target_id} differs from the store"
-                )
-        metrics = trigger_metrics or await metrics_summary(tx, current, unit.now)
-        pre = await self._snapshots.capture(
+        target = await self.target(unit, current, target_id)
+        metrics, pre = await self.begin(
             unit,
             current,
-            kind=SnapshotKind.BEFORE_ROLLBACK,
-            note=f"before rollback {rollback_id}: {reason}",
-            protect={target_id},
-            metrics=metrics,
+            rollback_id=rollback_id,
+            target_id=target_id,
+            reason=reason,
+            kind=kind,
+            trigger_metrics=trigger_metrics,
+            announce=pending is None,
         )
         restored = rollout.restore(current, target, reason=reason, now=unit.now)
         await tx.deployments.update(restored, expected_revision=current.revision)
-        if kind is RollbackKind.AUTO:
-            await unit.emit(
-                AutoRollbackTriggered(
-                    rollback_id=rollback_id, reason=reason, snapshot_id=pre.id, metrics=metrics
-                ),
-                deployment=current.name,
-                revision=current.revision,
-            )
-        else:
-            await unit.emit(
-                ManualRollbackInitiated(
-                    rollback_id=rollback_id,
-                    initiated_by=unit.actor,
-                    target_snapshot_id=target_id,
-                    reason=reason,
-                ),
-                deployment=current.name,
-                revision=current.revision,
-            )
         duration_ms = (self._ports.clock.monotonic() - started) * 1000
         await unit.emit(
             RollbackCompleted(
@@ -201,8 +203,6 @@ class RollbackManager:
             target_snapshot_id=target_id,
             pre_snapshot_id=pre.id,
             reason=reason,
-            actor=unit.actor,
-            created_at=unit.now,
             started_at=unit.now,
             finished_at=unit.now,
             duration_ms=duration_ms,
@@ -210,8 +210,9 @@ class RollbackManager:
             revision_after=restored.revision,
             partial_completion=1.0,
             trigger_metrics=metrics,
+            **carried(pending, unit),
         )
-        await tx.rollbacks.insert(record)
+        await save(unit, record, pending)
         await unit.audit(
             "rollback.execute",
             deployment=current.name,
@@ -229,6 +230,71 @@ class RollbackManager:
         )
         return record
 
+    async def target(self, unit: Unit, current: Deployment, target_id: str) -> Snapshot:
+        """The snapshot to return to, opened and checked against the policy store."""
+        sealed = await unit.tx.snapshots.get(target_id)
+        if sealed is None:
+            raise NotFound(f"no snapshot {target_id!r}")
+        if sealed.info.deployment != current.name:
+            raise InvalidInput(
+                f"snapshot {target_id} belongs to {sealed.info.deployment}, not {current.name}"
+            )
+        target = self._snapshots.unseal(sealed)
+        for document in (target.stable, target.canary):
+            # the restored deployment refers to these versions: they must be in the store as saved
+            if (
+                document is not None
+                and await self._snapshots.documents.get(unit.tx, document.ref) != document
+            ):
+                raise IntegrityError(
+                    f"policy {document.ref} of snapshot {target_id} differs from the store"
+                )
+        return target
+
+    async def begin(
+        self,
+        unit: Unit,
+        current: Deployment,
+        *,
+        rollback_id: str,
+        target_id: str,
+        reason: str,
+        kind: RollbackKind,
+        trigger_metrics: MetricsSnapshot | None,
+        announce: bool = True,
+    ) -> tuple[MetricsSnapshot, Snapshot]:
+        """What every rollback does first: the pre-rollback snapshot (which keeps the target),
+        and its announcement (``AutoRollbackTriggered`` or ``ManualRollbackInitiated``)."""
+        metrics = trigger_metrics or metrics_snapshot(self._ports.windows, current, unit.now)
+        pre = await self._snapshots.capture(
+            unit,
+            current,
+            kind=SnapshotKind.BEFORE_ROLLBACK,
+            note=f"before rollback {rollback_id}: {reason}",
+            protect={target_id},
+            metrics=metrics,
+        )
+        if kind is RollbackKind.AUTO:
+            await unit.emit(
+                AutoRollbackTriggered(
+                    rollback_id=rollback_id, reason=reason, snapshot_id=pre.id, metrics=metrics
+                ),
+                deployment=current.name,
+                revision=current.revision,
+            )
+        elif announce:
+            await unit.emit(
+                ManualRollbackInitiated(
+                    rollback_id=rollback_id,
+                    initiated_by=unit.actor,
+                    target_snapshot_id=target_id,
+                    reason=reason,
+                ),
+                deployment=current.name,
+                revision=current.revision,
+            )
+        return metrics, pre
+
     async def _record_failure(
         self,
         deployment: str,
@@ -241,6 +307,7 @@ class RollbackManager:
         revision_before: int,
         started: float,
         error: Exception,
+        pending: RollbackRecord | None = None,
     ) -> None:
         message = (
             str(error)
@@ -258,16 +325,15 @@ class RollbackManager:
                     status=RollbackStatus.FAILED,
                     target_snapshot_id=target_id or "",
                     reason=reason,
-                    actor=unit.actor,
-                    created_at=unit.now,
                     started_at=unit.now,
                     finished_at=unit.now,
                     duration_ms=duration_ms,
                     revision_before=revision_before,
                     error=message,
                     partial_completion=0.0,
+                    **carried(pending, unit),
                 )
-                await unit.tx.rollbacks.insert(record)
+                await save(unit, record, pending)
                 await unit.emit(
                     RollbackFailed(
                         rollback_id=rollback_id,
@@ -295,6 +361,189 @@ class RollbackManager:
                 "could not record the failure of rollback %s of %s", rollback_id, deployment
             )
 
+    async def request(
+        self,
+        deployment: str,
+        *,
+        reason: str,
+        actor: str,
+        to: str | None = None,
+        expected_revision: int | None = None,
+        staged: bool = False,
+    ) -> RollbackRecord:
+        """Start a manual rollback (``staged``: in stages) that waits for ``confirm`` until the
+        deployment's ``confirmation_timeout_seconds`` have passed; nothing changes until then."""
+        reason = check_text(reason, "the reason", required=True)
+        async with unit_of_work(self._ports, actor) as unit:
+            current = await load_for_write(unit.tx, deployment, expected_revision)
+            check_transition(
+                current.state, Action.BEGIN_STAGED_ROLLBACK if staged else Action.ROLLBACK
+            )
+            target_id = to or current.baseline_snapshot_id
+            if target_id is None:
+                raise InvalidInput(
+                    f"{deployment} has no canary to roll back; name a snapshot to return to"
+                )
+            sealed = await unit.tx.snapshots.get(target_id)
+            if sealed is None or sealed.info.deployment != deployment:
+                raise NotFound(f"no snapshot {target_id!r} of {deployment}")
+            await self._refuse_if_open(unit, deployment)
+            record = RollbackRecord(
+                id=new_id("rb"),
+                deployment=deployment,
+                kind=RollbackKind.MANUAL,
+                mode=RollbackMode.STAGED if staged else RollbackMode.IMMEDIATE,
+                status=RollbackStatus.PENDING,
+                target_snapshot_id=target_id,
+                reason=reason,
+                actor=unit.actor,
+                created_at=unit.now,
+                revision_before=current.revision,
+                expires_at=unit.now
+                + timedelta(seconds=current.config.confirmation_timeout_seconds),
+            )
+            await unit.tx.rollbacks.insert(record)
+            await unit.emit(
+                ManualRollbackInitiated(
+                    rollback_id=record.id,
+                    initiated_by=unit.actor,
+                    target_snapshot_id=target_id,
+                    reason=reason,
+                ),
+                deployment=deployment,
+                revision=current.revision,
+            )
+            await unit.audit(
+                "rollback.request",
+                deployment=deployment,
+                reason=reason,
+                revision_before=current.revision,
+                details={"rollback_id": record.id, "target_snapshot_id": target_id},
+            )
+        return record
+
+    @staticmethod
+    async def _refuse_if_open(unit: Unit, deployment: str) -> None:
+        open_ones = await unit.tx.rollbacks.open_for(deployment)
+        if open_ones:
+            way_out = (
+                "confirm or cancel it first"
+                if open_ones[0].status is RollbackStatus.PENDING
+                else "wait for it, or escalate it to an immediate rollback"
+            )
+            raise Conflict(
+                f"rollback {open_ones[0].id} of {deployment} is still open "
+                f"({open_ones[0].status.value}): {way_out}"
+            )
+
+    async def confirm(self, rollback_id: str, *, actor: str) -> RollbackRecord:
+        """Carry out a pending rollback. Refused when it expired (it is then recorded as
+        expired), and, with ``require_second_person``, when ``actor`` started it."""
+        pending = await self.get(rollback_id)
+        self._check_pending(pending)
+        if self._ports.clock.now() >= (pending.expires_at or pending.created_at):
+            await self.expire_due()
+            raise Conflict(f"rollback {rollback_id} expired unconfirmed; start a new one")
+        if self.staged is not None and pending.mode is RollbackMode.STAGED:
+            await self._check_second_person(pending, actor)
+            return await self.staged(pending, actor)
+        started = self._ports.clock.monotonic()
+        try:
+            async with unit_of_work(self._ports, actor) as unit:
+                fresh = await unit.tx.rollbacks.get(rollback_id)
+                if fresh is None or fresh.status is not RollbackStatus.PENDING:
+                    raise Conflict(f"rollback {rollback_id} is no longer pending")
+                current = await load_for_write(unit.tx, pending.deployment, None)
+                if current.config.require_second_person and actor == pending.actor:
+                    raise NotAllowed(
+                        f"rollback {rollback_id} needs a second person: {actor} started it"
+                    )
+                check_transition(current.state, Action.ROLLBACK)
+                return await self._execute(
+                    unit,
+                    current,
+                    rollback_id=rollback_id,
+                    target_id=pending.target_snapshot_id,
+                    reason=pending.reason,
+                    kind=RollbackKind.MANUAL,
+                    trigger_metrics=None,
+                    started=started,
+                    pending=pending,
+                )
+        except (*_REFUSALS, NotAllowed):
+            raise
+        except Exception as exc:
+            await self._record_failure(
+                pending.deployment,
+                rollback_id=rollback_id,
+                target_id=pending.target_snapshot_id,
+                reason=pending.reason,
+                actor=actor,
+                kind=RollbackKind.MANUAL,
+                revision_before=pending.revision_before,
+                started=started,
+                error=exc,
+                pending=pending,
+            )
+            raise RollbackFailedError(
+                f"rollback {rollback_id} of {pending.deployment} failed and changed nothing: {exc}",
+                rollback_id=rollback_id,
+            ) from exc
+
+    async def _check_second_person(self, pending: RollbackRecord, actor: str) -> None:
+        async with self._ports.store.read() as tx:
+            current = await tx.deployments.get(pending.deployment)
+        if current is not None and current.config.require_second_person and actor == pending.actor:
+            raise NotAllowed(f"rollback {pending.id} needs a second person: {actor} started it")
+
+    async def cancel(self, rollback_id: str, *, actor: str) -> RollbackRecord:
+        """Drop a pending rollback; nothing changes."""
+        pending = await self.get(rollback_id)
+        self._check_pending(pending)
+        return await self._close(pending, RollbackStatus.CANCELLED, actor=actor)
+
+    async def expire_due(self) -> list[RollbackRecord]:
+        """Record every pending rollback past its deadline as expired (called each tick)."""
+        now = self._ports.clock.now()
+        async with self._ports.store.read() as tx:
+            pending = await tx.rollbacks.pending()
+        expired = []
+        for record in pending:
+            if record.expires_at is not None and now >= record.expires_at:
+                with contextlib.suppress(Conflict):  # confirmed or cancelled meanwhile
+                    expired.append(
+                        await self._close(record, RollbackStatus.EXPIRED, actor="canaryguard")
+                    )
+        return expired
+
+    @staticmethod
+    def _check_pending(record: RollbackRecord) -> None:
+        if record.status is not RollbackStatus.PENDING:
+            raise Conflict(f"rollback {record.id} is {record.status.value}, not pending")
+
+    async def _close(
+        self, pending: RollbackRecord, status: RollbackStatus, *, actor: str
+    ) -> RollbackRecord:
+        async with unit_of_work(self._ports, actor) as unit:
+            fresh = await unit.tx.rollbacks.get(pending.id)
+            if fresh is None or fresh.status is not RollbackStatus.PENDING:
+                raise Conflict(f"rollback {pending.id} is no longer pending")
+            closed = fresh.model_copy(
+                update={
+                    "status": status,
+                    "finished_at": unit.now,
+                    "cancelled_by": actor if status is RollbackStatus.CANCELLED else None,
+                }
+            )
+            await unit.tx.rollbacks.update(closed)
+            await unit.audit(
+                f"rollback.{status.value}",
+                deployment=pending.deployment,
+                reason=pending.reason,
+                details={"rollback_id": pending.id},
+            )
+        return closed
+
     async def get(self, rollback_id: str) -> RollbackRecord:
         async with self._ports.store.read() as tx:
             record = await tx.rollbacks.get(rollback_id)
@@ -314,6 +563,11 @@ class RollbackManager:
         """How many rollbacks there are of each kind and status (for /metrics)."""
         async with self._ports.store.read() as tx:
             return await tx.rollbacks.counts()
+
+    async def counts_by_deployment(self) -> dict[tuple[str, RollbackKind, RollbackStatus], int]:
+        """How many rollbacks each deployment has of each kind and status (for /metrics)."""
+        async with self._ports.store.read() as tx:
+            return await tx.rollbacks.counts_by_deployment()
 
     async def metrics(self, *, deployment: str | None = None) -> RollbackMetrics:
         """The spec's rollback metrics for one deployment, or for all when none is named."""

@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection, Mapping
-from datetime import datetime
 
-from canaryguard.domain.assignment import Variant
 from canaryguard.domain.diff import Change, diff_values
 from canaryguard.domain.errors import IntegrityError, InvalidInput, NotFound
 from canaryguard.domain.events import SnapshotCreated
 from canaryguard.domain.models import (
     Deployment,
-    MetricsSummary,
+    MetricsSnapshot,
     PolicyDocument,
     PolicyRef,
     Snapshot,
     SnapshotInfo,
     SnapshotKind,
-    VariantMetrics,
 )
+from canaryguard.engine.observations import metrics_snapshot
 from canaryguard.engine.ports import SealedSnapshot, Transaction
 from canaryguard.engine.unit import Ports, Unit, check_text, new_id, unit_of_work
 
-__all__ = ["SnapshotService", "metrics_summary"]
+__all__ = ["SnapshotService"]
 
 MAX_METADATA_ENTRIES = 64
 REENCRYPT_BATCH = 200
@@ -32,22 +30,6 @@ REENCRYPT_BATCH = 200
 def _associated_data(snapshot_id: str, deployment: str) -> bytes:
     # binds the ciphertext to its record: a blob copied onto another snapshot does not open
     return f"canaryguard/snapshot/v1\x00{snapshot_id}\x00{deployment}".encode()
-
-
-async def metrics_summary(tx: Transaction, deployment: Deployment, now: datetime) -> MetricsSummary:
-    """What the store knows of both variants over the deployment's evaluation window."""
-    window = deployment.config.evaluation_window_minutes * 60
-    until = int(now.timestamp())
-    since = until - int(window) + 1
-    by_variant = await tx.observations.summarize(
-        deployment.name, since_second=since, until_second=until
-    )
-    return MetricsSummary(
-        window_seconds=window,
-        until=now,
-        stable=by_variant.get(Variant.STABLE, VariantMetrics()),
-        canary=by_variant.get(Variant.CANARY, VariantMetrics()),
-    )
 
 
 class PolicyDocuments:
@@ -123,7 +105,7 @@ class SnapshotService:
         pinned: bool = False,
         metadata: Mapping[str, str] | None = None,
         protect: Collection[str] = (),
-        metrics: MetricsSummary | None = None,
+        metrics: MetricsSnapshot | None = None,
     ) -> Snapshot:
         """Save ``deployment`` as it is, inside ``unit``'s transaction, then apply retention
         (``domain.retention`` states the rule). ``metrics`` saves a query when the caller has it.
@@ -147,7 +129,7 @@ class SnapshotService:
             split=deployment.split,
             config=deployment.config,
             baseline_snapshot_id=deployment.baseline_snapshot_id,
-            metrics=metrics or await metrics_summary(tx, deployment, unit.now),
+            metrics=metrics or metrics_snapshot(self._ports.windows, deployment, unit.now),
             metadata=dict(metadata or {}),
         )
         # the store numbers it (seq) and prunes in one statement each

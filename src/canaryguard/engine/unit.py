@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from canaryguard.domain.audit import AuditEntry
+from canaryguard.domain.checks import Extension
 from canaryguard.domain.errors import Conflict, InvalidInput, NotFound
 from canaryguard.domain.events import Event, EventRecord
 from canaryguard.domain.models import AuditRecord, Deployment
+from canaryguard.domain.windows import WindowStore
 from canaryguard.engine.ports import Clock, EventBus, KeyRing, Store, Transaction
 
 __all__ = ["Ports", "Unit", "check_actor", "check_text", "load_for_write", "new_id", "unit_of_work"]
@@ -35,6 +37,10 @@ class Ports:
     bus: EventBus
     clock: Clock
     keys: KeyRing
+    # Recent observations in memory: ingestion writes them, the monitor and snapshots read them.
+    windows: WindowStore = field(default_factory=WindowStore, repr=False, compare=False)
+    # Python rollback conditions by entry point name (``canaryguard.conditions``).
+    extensions: Mapping[str, Extension] = field(default_factory=dict, repr=False, compare=False)
     # Held from before a change's transaction until its events are published, so this process
     # publishes events in commit (= sequence) order; the database serialises the writes anyway.
     publish_order: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)

@@ -1,7 +1,8 @@
-"""Per-second observation rollups in SQL, merged with an upsert."""
+"""Per-second observation rollups in SQL: appended delta rows, summed when read."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -9,134 +10,101 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from canaryguard.adapters.store.schema import observation_batches, observation_buckets, observations
+from canaryguard.adapters.store.schema import observation_batches, observation_rollups
 from canaryguard.domain.assignment import Variant
-from canaryguard.domain.models import Observation, VariantMetrics
+from canaryguard.domain.windows import RollupKey, SecondStats
 
 __all__ = ["SqlObservationRepo"]
 
-
-# Built once: every snapshot summarises the window.
-_SUMMARY = (
-    sa.select(
-        observations.c.variant,
-        sa.func.sum(observations.c.requests),
-        sa.func.sum(observations.c.errors),
-        sa.func.sum(observations.c.latency_sum_ms),
-        sa.func.max(observations.c.latency_max_ms),
-    )
-    .where(
-        observations.c.deployment == sa.bindparam("deployment"),
-        observations.c.second >= sa.bindparam("since"),
-        observations.c.second <= sa.bindparam("until"),
-    )
-    .group_by(observations.c.variant)
+_R = observation_rollups.c
+_APPEND = observation_rollups.insert()
+_SINCE = sa.select(
+    _R.deployment,
+    _R.revision,
+    _R.variant,
+    _R.second,
+    _R.requests,
+    _R.errors,
+    _R.latency_sum_ms,
+    _R.latency_max_ms,
+    _R.histogram,
+).where(_R.second >= sa.bindparam("second"))
+_SEEN = sa.select(observation_batches.c.batch_id).where(
+    observation_batches.c.batch_id == sa.bindparam("batch_id")
 )
-
-
-def _upserts(dialect: str) -> tuple[sa.Executable, sa.Executable]:
-    """The two merge statements (per-second counts; histogram buckets) for ``dialect``."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    counts = insert(observations)
-    counts = counts.on_conflict_do_update(
-        index_elements=[observations.c.deployment, observations.c.variant, observations.c.second],
-        set_={
-            "requests": observations.c.requests + counts.excluded.requests,
-            "errors": observations.c.errors + counts.excluded.errors,
-            "latency_sum_ms": observations.c.latency_sum_ms + counts.excluded.latency_sum_ms,
-            "latency_max_ms": sa.case(
-                (
-                    counts.excluded.latency_max_ms > observations.c.latency_max_ms,
-                    counts.excluded.latency_max_ms,
-                ),
-                else_=observations.c.latency_max_ms,
-            ),
-        },
-    )
-    buckets = insert(observation_buckets)
-    buckets = buckets.on_conflict_do_update(
-        index_elements=[
-            observation_buckets.c.deployment,
-            observation_buckets.c.variant,
-            observation_buckets.c.second,
-            observation_buckets.c.bucket,
-        ],
-        set_={"count": observation_buckets.c.count + buckets.excluded.count},
-    )
-    return counts, buckets
-
-
-_UPSERTS = {dialect: _upserts(dialect) for dialect in ("sqlite", "postgresql")}
 
 
 class SqlObservationRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add_many(self, batch: Sequence[Observation]) -> None:
-        """Merge per-second aggregates: counts add up, the maximum is kept, buckets add up."""
-        if not batch:
+    async def append(self, rows: Sequence[tuple[RollupKey, SecondStats]], *, node: str) -> None:
+        if not rows:
             return
-        counts, buckets = _UPSERTS[self._conn.dialect.name]
         await self._conn.execute(
-            counts,
+            _APPEND,
             [
                 {
-                    "deployment": o.deployment,
-                    "variant": o.variant.value,
-                    "second": o.second,
-                    "requests": o.requests,
-                    "errors": o.errors,
-                    "latency_sum_ms": o.latency_sum_ms,
-                    "latency_max_ms": o.latency_max_ms,
+                    "deployment": deployment,
+                    "revision": revision,
+                    "variant": variant.value,
+                    "second": second,
+                    "requests": stats.requests,
+                    "errors": stats.errors,
+                    "latency_sum_ms": stats.latency_sum_ms,
+                    "latency_max_ms": stats.latency_max_ms,
+                    "histogram": json.dumps(stats.histogram, separators=(",", ":")),
+                    "node": node,
                 }
-                for o in batch
+                for (deployment, revision, variant, second), stats in rows
             ],
         )
-        rows = [
-            {
-                "deployment": o.deployment,
-                "variant": o.variant.value,
-                "second": o.second,
-                "bucket": bucket,
-                "count": count,
-            }
-            for o in batch
-            for bucket, count in o.histogram.items()
-            if count
-        ]
-        if rows:
-            await self._conn.execute(buckets, rows)
 
-    async def first_time(self, batch_id: str, *, at: datetime) -> bool:
-        """Record ``batch_id``; False when it was recorded before (a retried batch)."""
+    async def since(self, *, second: int) -> list[tuple[RollupKey, SecondStats]]:
+        result = await self._conn.execute(_SINCE, {"second": second})
+        return [
+            (
+                (deployment, revision, Variant(variant), second_),
+                SecondStats(
+                    requests=requests,
+                    errors=errors,
+                    latency_sum_ms=latency_sum,
+                    latency_max_ms=latency_max,
+                    histogram={int(b): int(c) for b, c in json.loads(histogram).items()},
+                ),
+            )
+            for (
+                deployment,
+                revision,
+                variant,
+                second_,
+                requests,
+                errors,
+                latency_sum,
+                latency_max,
+                histogram,
+            ) in result
+        ]
+
+    async def seen_batch(self, batch_id: str) -> bool:
+        return (await self._conn.execute(_SEEN, {"batch_id": batch_id})).first() is not None
+
+    async def remember_batches(self, batch_ids: Sequence[str], *, at: datetime) -> None:
+        if not batch_ids:
+            return
         insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
-        # RETURNING, not rowcount: psycopg reports -1 for this INSERT through SQLAlchemy
-        statement = (
-            insert(observation_batches)
-            .on_conflict_do_nothing()
-            .returning(observation_batches.c.batch_id)
+        await self._conn.execute(
+            insert(observation_batches).on_conflict_do_nothing(),
+            [{"batch_id": batch_id, "received_at": at} for batch_id in batch_ids],
         )
-        result = await self._conn.execute(statement, {"batch_id": batch_id, "received_at": at})
-        return result.first() is not None
 
     async def forget_batches(self, *, before: datetime) -> None:
         await self._conn.execute(
             observation_batches.delete().where(observation_batches.c.received_at < before)
         )
 
-    async def summarize(
-        self, deployment: str, *, since_second: int, until_second: int
-    ) -> dict[Variant, VariantMetrics]:
-        params = {"deployment": deployment, "since": since_second, "until": until_second}
-        return {
-            Variant(variant): VariantMetrics(
-                requests=int(requests),
-                errors=int(errors),
-                latency_sum_ms=float(latency_sum),
-                latency_max_ms=float(latency_max),
-            )
-            for variant, requests, errors, latency_sum, latency_max in await self._conn.execute(
-                _SUMMARY, params
-            )
-        }
+    async def prune(self, *, before_second: int) -> int:
+        result = await self._conn.execute(
+            observation_rollups.delete().where(_R.second < before_second)
+        )
+        return result.rowcount

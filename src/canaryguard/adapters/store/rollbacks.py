@@ -9,6 +9,7 @@ from canaryguard.adapters.store.schema import rollbacks
 from canaryguard.domain.models import (
     RollbackKind,
     RollbackMetrics,
+    RollbackMode,
     RollbackRecord,
     RollbackStatus,
 )
@@ -73,6 +74,35 @@ class SqlRollbackRepo:
             RollbackRecord.model_validate_json(body)
             for body in (await self._conn.execute(_OPEN_FOR, {"deployment": deployment})).scalars()
         ]
+
+    async def pending(self) -> list[RollbackRecord]:
+        query = sa.select(rollbacks.c.body).where(
+            rollbacks.c.status == RollbackStatus.PENDING.value
+        )
+        return [
+            RollbackRecord.model_validate_json(body)
+            for body in (await self._conn.execute(query)).scalars()
+        ]
+
+    async def running_staged(self) -> list[RollbackRecord]:
+        query = sa.select(rollbacks.c.body).where(
+            rollbacks.c.status == RollbackStatus.RUNNING.value
+        )
+        records = [
+            RollbackRecord.model_validate_json(body)
+            for body in (await self._conn.execute(query)).scalars()
+        ]
+        return [r for r in records if r.mode is RollbackMode.STAGED]
+
+    async def counts_by_deployment(self) -> dict[tuple[str, RollbackKind, RollbackStatus], int]:
+        c = rollbacks.c
+        query = sa.select(c.deployment, c.kind, c.status, sa.func.count()).group_by(
+            c.deployment, c.kind, c.status
+        )
+        return {
+            (deployment, RollbackKind(kind), RollbackStatus(status)): int(n)
+            for deployment, kind, status, n in await self._conn.execute(query)
+        }
 
     async def counts(self) -> dict[tuple[RollbackKind, RollbackStatus], int]:
         query = sa.select(rollbacks.c.kind, rollbacks.c.status, sa.func.count()).group_by(

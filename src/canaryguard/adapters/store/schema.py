@@ -22,8 +22,7 @@ __all__ = [
     "event_log",
     "metadata",
     "observation_batches",
-    "observation_buckets",
-    "observations",
+    "observation_rollups",
     "policy_schemas",
     "policy_versions",
     "rollbacks",
@@ -166,16 +165,24 @@ audit_head = sa.Table(
     sa.Column("hash", sa.String(80), nullable=False),
 )
 
-observations = sa.Table(
-    "observations",
+# Per-second outcomes, appended as deltas (one row per key and flush; several replicas and late
+# reports add rows for the same second), summed when read. ``revision`` 0: not named by the client.
+observation_rollups = sa.Table(
+    "observation_rollups",
     metadata,
-    sa.Column("deployment", sa.String(256), primary_key=True),
-    sa.Column("variant", sa.String(16), primary_key=True),
-    sa.Column("second", BigInt, primary_key=True, autoincrement=False),
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("deployment", sa.String(256), nullable=False),
+    sa.Column("revision", BigInt, nullable=False),
+    sa.Column("variant", sa.String(16), nullable=False),
+    sa.Column("second", BigInt, nullable=False),
     sa.Column("requests", BigInt, nullable=False),
     sa.Column("errors", BigInt, nullable=False),
     sa.Column("latency_sum_ms", sa.Float, nullable=False),
     sa.Column("latency_max_ms", sa.Float, nullable=False),
+    sa.Column("histogram", sa.Text, nullable=False),  # JSON {"bucket": count}
+    sa.Column("node", sa.String(32), nullable=False),
+    sa.Index("ix_observation_rollups_deployment_second", "deployment", "second"),
+    sa.Index("ix_observation_rollups_second", "second"),
 )
 
 api_tokens = sa.Table(
@@ -188,16 +195,6 @@ api_tokens = sa.Table(
     sa.Column("created_by", sa.String(128), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
-)
-
-observation_buckets = sa.Table(
-    "observation_buckets",
-    metadata,
-    sa.Column("deployment", sa.String(256), primary_key=True),
-    sa.Column("variant", sa.String(16), primary_key=True),
-    sa.Column("second", BigInt, primary_key=True, autoincrement=False),
-    sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("count", BigInt, nullable=False),
 )
 
 # Batch ids already merged, so a client that retries a batch is not counted twice.

@@ -1,0 +1,377 @@
+"""Anytime-valid detection of a canary that is worse than stable (method: ``docs/detection.md``).
+
+Each test asks one question of the *events* of one kind (errors, or requests slower than a
+quantile of stable's latency): with no regression, every event comes from the canary with
+probability equal to the canary's share ``p`` of the requests in that second, so an incident
+that hits both sides cancels out and traffic ramps do not matter. Against the alternative
+"canary events are ``r`` times as likely per request", the likelihood ratio of one second is
+``r**x / (1 + p (r - 1))**n`` for ``x`` canary events out of ``n``. A fixed mixture over ``r``
+of the running products is a nonnegative martingale under no regression (Johari et al.'s
+mixture SPRT), so by Ville's inequality it ever reaches ``1 / alpha`` with probability at most
+``alpha``, however often it is looked at.
+
+Real traffic is over-dispersed: counts wander more than the binomial model says. Each second's
+log likelihood ratio is therefore divided by a dispersion factor ``phi >= 1`` estimated from
+the data *before* that second (Pearson residuals of blocks of seconds, centred so that a real
+shift does not inflate it). Raising a ratio to a power ``1/phi <= 1`` keeps the product a
+supermartingale under the binomial model, and under over-dispersion it restores the size the
+binomial model would have had (quasi-likelihood).
+
+Pure and synchronous: the monitor, ``canaryguard replay`` and ``bench/detection.py`` all feed
+this same code one settled second at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from canaryguard.domain.histogram import bucket_upper_ms
+
+__all__ = [
+    "RATIOS",
+    "Counts",
+    "Detector",
+    "DetectorConfig",
+    "SequentialTest",
+    "TestState",
+    "Verdict",
+    "VerdictKind",
+]
+
+# The mixture over the alternative's rate ratio r: spread over the regressions worth catching,
+# weighted towards the moderate ones (a large ratio is caught fast whatever its weight).
+RATIOS: tuple[float, ...] = (1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 10.0)
+_WEIGHTS: tuple[float, ...] = (0.06, 0.09, 0.11, 0.12, 0.12, 0.12, 0.1, 0.09, 0.08, 0.06, 0.05)
+_LOG_RATIOS = tuple(math.log(r) for r in RATIOS)
+_LOG_WEIGHTS = tuple(math.log(w / sum(_WEIGHTS)) for w in _WEIGHTS)
+_LOG_TERMS = math.log(len(RATIOS))
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """One variant's outcomes in one second (or any interval): requests, errors, and the
+    log-bucket latency histogram (``domain.histogram``; empty when latency was not measured)."""
+
+    requests: int = 0
+    errors: int = 0
+    histogram: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """How sure the detector must be, and what it leaves alone.
+
+    ``alpha`` is the false-rollback budget per canary, spent ``error_share`` on the error test
+    and the rest evenly on one latency test per quantile in ``latency_quantiles``. Seconds
+    before ``warmup_seconds`` into the canary are not evidence. ``block_seconds`` is the block
+    over which dispersion is estimated; ``prior_blocks`` is how many blocks' worth of belief in
+    ``prior_dispersion`` the estimate starts with.
+    """
+
+    alpha: float = 0.01
+    warmup_seconds: float = 0.0
+    error_share: float = 0.6
+    latency_quantiles: tuple[float, ...] = (0.9, 0.99)
+    min_stable_for_latency: int = 200
+    block_seconds: int = 10
+    prior_dispersion: float = 1.5
+    prior_blocks: float = 3.0
+    dispersion_z: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be between 0 and 1, got {self.alpha}")
+        if not 0 < self.error_share <= 1:
+            raise ValueError(f"error_share must be in (0, 1], got {self.error_share}")
+        if self.error_share < 1 and not self.latency_quantiles:
+            raise ValueError("error_share below 1 needs at least one latency quantile")
+        if any(not 0 < q < 1 for q in self.latency_quantiles):
+            raise ValueError("latency quantiles are between 0 and 1")
+        if self.warmup_seconds < 0 or self.block_seconds < 2 or self.prior_dispersion < 1:
+            raise ValueError("warmup >= 0, block_seconds >= 2 and prior_dispersion >= 1")
+
+    def alpha_for(self, test: str) -> float:
+        """The part of ``alpha`` that the test named ``test`` may spend."""
+        if test == "errors":
+            return self.alpha * self.error_share
+        return self.alpha * (1 - self.error_share) / len(self.latency_quantiles)
+
+
+class VerdictKind(StrEnum):
+    HEALTHY = "healthy"
+    INCONCLUSIVE = "inconclusive"
+    REGRESSION = "regression"
+
+
+@dataclass(frozen=True, slots=True)
+class TestState:
+    """One test's evidence so far, for verdicts, events and the dashboard."""
+
+    name: str
+    e_value: float
+    threshold: float
+    dispersion: float
+    canary_events: int
+    canary_requests: int
+    stable_events: int
+    stable_requests: int
+
+    @property
+    def canary_rate(self) -> float:
+        return self.canary_events / self.canary_requests if self.canary_requests else 0.0
+
+    @property
+    def stable_rate(self) -> float:
+        return self.stable_events / self.stable_requests if self.stable_requests else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the detector says of a canary after one second."""
+
+    kind: VerdictKind
+    condition: str = ""
+    reason: str = ""
+    tests: tuple[TestState, ...] = ()
+
+
+_INCONCLUSIVE = Verdict(VerdictKind.INCONCLUSIVE)
+_HEALTHY = Verdict(VerdictKind.HEALTHY)
+
+
+class SequentialTest:
+    """A mixture e-process on "canary events per request are ``r`` times stable's" (r > 1),
+    conditioned on the events of each second, tempered by an estimated dispersion."""
+
+    __slots__ = (
+        "_block_expected",
+        "_block_seen",
+        "_block_ticks",
+        "_block_variance",
+        "_blocks",
+        "_config",
+        "_log_lr",
+        "_z_m2",
+        "_z_mean",
+        "canary_events",
+        "canary_requests",
+        "dispersion",
+        "name",
+        "stable_events",
+        "stable_requests",
+        "threshold",
+    )
+
+    def __init__(self, name: str, alpha: float, config: DetectorConfig) -> None:
+        self.name = name
+        self.threshold = 1.0 / alpha
+        self._config = config
+        self._log_lr = [0.0] * len(RATIOS)
+        self.dispersion = 1.0
+        self.canary_events = self.canary_requests = self.stable_events = self.stable_requests = 0
+        self._blocks = 0
+        self._z_mean = self._z_m2 = 0.0
+        self._block_seen = self._block_ticks = 0
+        self._block_expected = self._block_variance = 0.0
+        self._estimate_dispersion()
+
+    def update(self, canary_events: int, stable_events: int, canary_n: int, stable_n: int) -> None:
+        """One second: events and requests on each side."""
+        self.canary_events += canary_events
+        self.stable_events += stable_events
+        self.canary_requests += canary_n
+        self.stable_requests += stable_n
+        events = canary_events + stable_events
+        if events == 0 or canary_n == 0 or stable_n == 0:
+            return  # no information about the ratio (and nothing to temper)
+        share = canary_n / (canary_n + stable_n)
+        scale = 1.0 / self.dispersion
+        log_lr = self._log_lr
+        for k, ratio in enumerate(RATIOS):
+            log_lr[k] += scale * (
+                canary_events * _LOG_RATIOS[k] - events * math.log1p(share * (ratio - 1.0))
+            )
+        self._block_seen += canary_events
+        self._block_expected += events * share
+        self._block_variance += events * share * (1.0 - share)
+        self._block_ticks += 1
+        if self._block_ticks >= self._config.block_seconds:
+            self._close_block()
+
+    def _close_block(self) -> None:
+        if self._block_variance > 0:
+            z = (self._block_seen - self._block_expected) / math.sqrt(self._block_variance)
+            # Welford: the spread of the residuals around their own mean, so that a steady
+            # regression (a shifted mean) does not pass for dispersion
+            self._blocks += 1
+            delta = z - self._z_mean
+            self._z_mean += delta / self._blocks
+            self._z_m2 += delta * (z - self._z_mean)
+            self._estimate_dispersion()
+        self._block_seen = self._block_ticks = 0
+        self._block_expected = self._block_variance = 0.0
+
+    def _estimate_dispersion(self) -> None:
+        # shrunk towards the prior and bias-corrected for few blocks (an upper confidence bound
+        # with dispersion_z > 0): early on, under-estimating dispersion is what would cause
+        # false rollbacks
+        prior, weight = self._config.prior_dispersion, self._config.prior_blocks
+        freedom = weight + max(self._blocks - 1, 0)
+        estimate = (prior * weight + self._z_m2) / freedom
+        bound = estimate * freedom / _chi2_lower(freedom, self._config.dispersion_z)
+        self.dispersion = max(1.0, bound)
+
+    def may_reach(self, value: float) -> bool:
+        """Whether the e-value may be ``value`` or more: a cheap bound (the largest weighted
+        term times the number of terms) so the exact sum is only computed near a threshold."""
+        best = max(lw + ll for lw, ll in zip(_LOG_WEIGHTS, self._log_lr, strict=True))
+        return best + _LOG_TERMS >= math.log(value)
+
+    @property
+    def e_value(self) -> float:
+        """The mixture's current value (capped far above any threshold, never overflowing)."""
+        best = max(lw + ll for lw, ll in zip(_LOG_WEIGHTS, self._log_lr, strict=True))
+        if best > 700:
+            return math.exp(700)
+        return sum(math.exp(lw + ll) for lw, ll in zip(_LOG_WEIGHTS, self._log_lr, strict=True))
+
+    def state(self) -> TestState:
+        return TestState(
+            name=self.name,
+            e_value=self.e_value,
+            threshold=self.threshold,
+            dispersion=self.dispersion,
+            canary_events=self.canary_events,
+            canary_requests=self.canary_requests,
+            stable_events=self.stable_events,
+            stable_requests=self.stable_requests,
+        )
+
+
+def _chi2_lower(freedom: float, z: float) -> float:
+    """The chi-square quantile ``z`` standard deviations below the mean (Wilson-Hilferty)."""
+    step = 2.0 / (9.0 * freedom)
+    return freedom * max(1.0 - step - z * math.sqrt(step), 0.05) ** 3
+
+
+def _slow(histogram: Mapping[int, int], above: int) -> int:
+    return sum(count for bucket, count in histogram.items() if bucket > above)
+
+
+def _quantile_bucket(histogram: Mapping[int, int], total: int, q: float) -> int:
+    rank, seen = q * total, 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return bucket
+    return max(histogram)
+
+
+class Detector:
+    """The evidence against one canary, fed one settled second at a time.
+
+    ``started_at`` is the canary's start (any time scale in seconds; ``update`` uses the same).
+    Once a test crosses its threshold the verdict stays a regression.
+    """
+
+    def __init__(self, config: DetectorConfig | None = None, *, started_at: float = 0.0) -> None:
+        self.config = config or DetectorConfig()
+        self.started_at = started_at
+        self.errors = SequentialTest("errors", self.config.alpha_for("errors"), self.config)
+        self.latency = [
+            SequentialTest(f"latency_p{q * 100:g}", self.config.alpha_for("latency"), self.config)
+            for q in self.config.latency_quantiles
+        ]
+        self._tests = (self.errors, *self.latency)
+        self._stable_histogram: dict[int, int] = {}
+        self._stable_measured = 0
+        self._thresholds: list[int] | None = None
+        self._seconds = 0
+        self._verdict: Verdict | None = None
+
+    @property
+    def tests(self) -> Sequence[SequentialTest]:
+        return self._tests
+
+    def update(self, second: float, stable: Counts, canary: Counts) -> Verdict:
+        """Take one second's outcomes of both sides and say what the evidence shows now."""
+        if self._verdict is not None:
+            return self._verdict
+        if second - self.started_at < self.config.warmup_seconds:
+            return Verdict(VerdictKind.INCONCLUSIVE, reason="warming up")
+        self.errors.update(canary.errors, stable.errors, canary.requests, stable.requests)
+        if self.latency and canary.histogram and stable.histogram:
+            self._update_latency(stable, canary)
+        self._seconds += 1
+        for test in self.tests:
+            if test.may_reach(test.threshold) and test.e_value >= test.threshold:
+                self._verdict = Verdict(
+                    VerdictKind.REGRESSION,
+                    condition=test.name,
+                    reason=self.explain(test.state()),
+                    tests=tuple(t.state() for t in self.tests),
+                )
+                return self._verdict
+        return self.current()
+
+    def _update_latency(self, stable: Counts, canary: Counts) -> None:
+        # thresholds come from stable's histogram *before* this second: predictable, so the
+        # test stays valid; refreshed once per dispersion block (quantiles move slowly)
+        if self._thresholds is not None:
+            canary_n = sum(canary.histogram.values())
+            stable_n = sum(stable.histogram.values())
+            for test, above in zip(self.latency, self._thresholds, strict=True):
+                test.update(
+                    _slow(canary.histogram, above),
+                    _slow(stable.histogram, above),
+                    canary_n,
+                    stable_n,
+                )
+        for bucket, count in stable.histogram.items():
+            self._stable_histogram[bucket] = self._stable_histogram.get(bucket, 0) + count
+            self._stable_measured += count
+        if self._stable_measured >= self.config.min_stable_for_latency and (
+            self._thresholds is None or self._seconds % self.config.block_seconds == 0
+        ):
+            self._thresholds = [
+                _quantile_bucket(self._stable_histogram, self._stable_measured, q)
+                for q in self.config.latency_quantiles
+            ]
+
+    def current(self) -> Verdict:
+        """The verdict as it stands, without new data."""
+        if self._verdict is not None:
+            return self._verdict
+        # the tests' states are built only on request (``states``): this runs every second for
+        # every canary, and the exact e-values cost most of a tick
+        if self.errors.canary_requests == 0 or any(
+            t.may_reach(1.0) and t.e_value >= 1 for t in self.tests
+        ):
+            return _INCONCLUSIVE
+        return _HEALTHY
+
+    def states(self) -> tuple[TestState, ...]:
+        """Every test's evidence now."""
+        return tuple(t.state() for t in self.tests)
+
+    def explain(self, state: TestState) -> str:
+        """The evidence of ``state`` in plain words, with the figures."""
+        evidence = (
+            f"e-value {state.e_value:,.0f} >= {state.threshold:,.0f}, "
+            f"over {state.canary_requests:,} canary requests"
+        )
+        if state.name == "errors":
+            return (
+                f"canary errors {state.canary_rate:.2%} vs stable {state.stable_rate:.2%}, "
+                f"{evidence}"
+            )
+        index = [t.name for t in self.latency].index(state.name)
+        quantile = self.config.latency_quantiles[index]
+        limit = bucket_upper_ms(self._thresholds[index]) if self._thresholds else 0.0
+        return (
+            f"canary requests slower than stable's p{quantile * 100:g} (~{limit:,.0f} ms): "
+            f"{state.canary_rate:.1%} vs stable {state.stable_rate:.1%}, {evidence}"
+        )

@@ -1,0 +1,289 @@
+"""The monitor: every tick (default 1 s) it judges every active canary and rolls back a bad one.
+
+Per canary run (keyed by the snapshot taken when the canary started) it keeps a ``Detector``
+(the anytime-valid tests, ``domain.detector``) and a rolling evaluation window for the threshold,
+CEL and extension conditions (``domain.checks``). Both are fed *settled* seconds: a second is
+judged ``settle_seconds`` after it ends, when the clients' one-second flushes have arrived.
+Observations are counted from the revision the canary run was first seen at (clients name the
+revision of each assignment), so what stable served before a rollback does not leak into the
+next canary's judgement.
+
+A regression rolls back at once (kind ``auto``), or after ``veto_seconds`` in which an operator
+may veto it. A rolled-back canary is never restarted by the monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from canaryguard.domain.checks import Extension
+from canaryguard.domain.errors import CanaryGuardError, Conflict, IllegalTransition, NotFound
+from canaryguard.domain.judge import Judge, snapshot_of
+from canaryguard.domain.models import (
+    Deployment,
+    DeploymentState,
+    MetricsSnapshot,
+    RollbackKind,
+    RollbackMode,
+)
+from canaryguard.engine.executor import RollbackExecutor
+from canaryguard.engine.rollback import RollbackManager
+from canaryguard.engine.unit import Ports, unit_of_work
+
+__all__ = ["MONITOR_ACTOR", "Decision", "Monitor", "Watch"]
+
+log = logging.getLogger(__name__)
+
+MONITOR_ACTOR = "canaryguard-monitor"
+JUDGED_STATES = frozenset(
+    {DeploymentState.VALIDATING, DeploymentState.CANARY_ACTIVE, DeploymentState.SCALING}
+)
+MAX_CATCH_UP = 3_600  # seconds judged in one tick after a stall; older ones are skipped
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A regression the monitor acted on (or will, when its veto window ends)."""
+
+    deployment: str
+    condition: str
+    reason: str
+    decided_at: datetime
+    metrics: MetricsSnapshot
+    rollback_id: str | None = None
+    veto_until: datetime | None = None
+    vetoed_by: str | None = None
+
+
+@dataclass
+class Watch:
+    """One canary run under judgement."""
+
+    run: str  # the canary's baseline snapshot id
+    deployment: str
+    since_revision: int
+    judge: Judge
+    next_second: int
+    decision: Decision | None = None
+    failures: int = 0  # automatic rollbacks of this run that failed in a row
+    retry_at: datetime | None = None  # when to try again after a failure (backing off)
+
+
+class Monitor:
+    """Judges every active canary each tick; see the module docstring."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        rollbacks: RollbackManager,
+        *,
+        executor: RollbackExecutor | None = None,
+        settle_seconds: int = 2,
+        extensions: Mapping[str, Extension] | None = None,
+    ) -> None:
+        self._ports = ports
+        self._rollbacks = rollbacks
+        self._executor = executor
+        self.settle_seconds = settle_seconds
+        self.extensions: dict[str, Extension] = dict(extensions or {})
+        self._watches: dict[str, Watch] = {}
+        self.decisions: list[Decision] = []
+
+    def watches(self) -> dict[str, Watch]:
+        """Every canary run under judgement, by deployment."""
+        return dict(self._watches)
+
+    def watch(self, deployment: str) -> Watch | None:
+        """The canary run under judgement for ``deployment``, if any."""
+        return self._watches.get(deployment)
+
+    async def run(self, every: float = 1.0) -> None:
+        """Tick forever (until cancelled); a failed tick is logged and the next one runs."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("monitor tick failed")
+            await asyncio.sleep(every)
+
+    async def tick(self) -> list[Decision]:
+        """Judge every active canary once (and expire unconfirmed manual rollbacks); returns the
+        decisions taken in this tick."""
+        await self._rollbacks.expire_due()
+        now = self._ports.clock.now()
+        async with self._ports.store.read() as tx:
+            deployments = await tx.deployments.all()
+        active = {
+            d.name: d
+            for d in deployments
+            if d.canary is not None and d.state in JUDGED_STATES and d.baseline_snapshot_id
+        }
+        for name in set(self._watches) - set(active):
+            del self._watches[name]  # promoted, aborted or rolled back: the run is over
+        taken: list[Decision] = []
+        for deployment in active.values():
+            watch = self._watch_for(deployment, now)
+            decision = await self._judge(watch, deployment, now)
+            if decision is not None:
+                taken.append(decision)
+        return taken
+
+    def _watch_for(self, deployment: Deployment, now: datetime) -> Watch:
+        run = deployment.baseline_snapshot_id or ""
+        watch = self._watches.get(deployment.name)
+        if watch is not None and watch.run == run:
+            watch.judge.reconfigure(deployment.config)
+            return watch
+        started = max(deployment.state_since, now - timedelta(hours=1))
+        first = int(started.timestamp())
+        watch = Watch(
+            run=run,
+            deployment=deployment.name,
+            since_revision=deployment.revision,
+            judge=Judge(deployment.config, started_at=first, extensions=self.extensions),
+            next_second=first,
+        )
+        self._watches[deployment.name] = watch
+        return watch
+
+    async def _judge(self, watch: Watch, deployment: Deployment, now: datetime) -> Decision | None:
+        last = int(now.timestamp()) - self.settle_seconds
+        first = max(watch.next_second, last - MAX_CATCH_UP + 1)
+        windows = self._ports.windows
+        for second in range(first, last + 1):
+            watch.judge.push(
+                second, windows.second(deployment.name, second, min_revision=watch.since_revision)
+            )
+        watch.next_second = max(watch.next_second, last + 1)
+        metrics, found = watch.judge.judge(self.until(now))
+        if watch.decision is not None:
+            return await self._follow_up(watch, deployment, now)
+        if found is None or not deployment.config.auto_rollback_enabled:
+            return None
+        condition, reason = found
+        veto = deployment.config.veto_seconds
+        watch.decision = Decision(
+            deployment=deployment.name,
+            condition=condition,
+            reason=reason,
+            decided_at=now,
+            metrics=metrics,
+            veto_until=now + timedelta(seconds=veto) if veto else None,
+        )
+        self.decisions.append(watch.decision)
+        if veto:
+            log.warning(
+                "%s: automatic rollback in %g s unless vetoed: %s", deployment.name, veto, reason
+            )
+            return watch.decision
+        return await self._roll_back(watch, deployment)
+
+    def since_start(self, watch: Watch, now: datetime) -> MetricsSnapshot:
+        """Both variants from the run's first second to the last settled one."""
+        until = self.until(now)
+        last = int(until.timestamp())
+        totals = self._ports.windows.totals(
+            watch.deployment,
+            since=watch.judge.started_at,
+            until=last,
+            min_revision=watch.since_revision,
+        )
+        return snapshot_of(
+            totals, window_seconds=max(last - watch.judge.started_at + 1, 0), until=until
+        )
+
+    def until(self, now: datetime) -> datetime:
+        """The end of the last settled second at ``now``."""
+        return now - timedelta(seconds=self.settle_seconds)
+
+    async def _follow_up(
+        self, watch: Watch, deployment: Deployment, now: datetime
+    ) -> Decision | None:
+        decision = watch.decision
+        assert decision is not None  # noqa: S101 - only called with one
+        if decision.rollback_id or decision.vetoed_by:
+            return None
+        if decision.veto_until is not None and now < decision.veto_until:
+            return None
+        if watch.retry_at is not None and now < watch.retry_at:
+            return None
+        return await self._roll_back(watch, deployment)
+
+    async def _roll_back(self, watch: Watch, deployment: Deployment) -> Decision | None:
+        decision = watch.decision
+        assert decision is not None  # noqa: S101 - only called with one
+        staged = (
+            self._executor is not None
+            and deployment.config.auto_rollback_mode is RollbackMode.STAGED
+        )
+        start = self._executor.start if staged and self._executor else self._rollbacks.rollback
+        try:
+            record = await start(
+                deployment.name,
+                reason=f"automatic: {decision.reason}",
+                actor=MONITOR_ACTOR,
+                kind=RollbackKind.AUTO,
+                trigger_metrics=decision.metrics,
+                expected_revision=deployment.revision,
+            )
+        except (Conflict, IllegalTransition, NotFound) as exc:
+            # changed under us (promoted, aborted, split changed): judge again next tick
+            log.warning("%s: automatic rollback not applied: %s", deployment.name, exc)
+            watch.decision = None
+            return None
+        except CanaryGuardError:
+            # recorded as a failed rollback by the manager; retried, backing off up to 5 min,
+            # so a lasting failure does not write a failed record every second
+            watch.failures += 1
+            watch.retry_at = self._ports.clock.now() + timedelta(
+                seconds=min(300, 2**watch.failures)
+            )
+            log.exception("%s: automatic rollback failed", deployment.name)
+            return None
+        done = replace(decision, rollback_id=record.id)
+        watch.decision = done
+        self.decisions[self.decisions.index(decision)] = done
+        return done
+
+    async def veto(self, deployment: str, *, actor: str) -> Decision:
+        """Cancel a pending automatic rollback within its veto window (audited). The canary run
+        is not rolled back automatically again; an operator can still roll back or abort it."""
+        watch = self._watches.get(deployment)
+        decision = watch.decision if watch is not None else None
+        if decision is None or decision.veto_until is None:
+            raise NotFound(f"no automatic rollback of {deployment!r} is waiting for a veto")
+        if decision.rollback_id is not None:
+            raise Conflict(
+                f"the automatic rollback of {deployment!r} already ran ({decision.rollback_id})"
+            )
+        if decision.vetoed_by is not None:
+            raise Conflict(
+                f"the automatic rollback of {deployment!r} was vetoed by {decision.vetoed_by}"
+            )
+        now = self._ports.clock.now()
+        if now >= decision.veto_until:
+            raise Conflict(
+                f"the veto window of {deployment!r} ended at {decision.veto_until.isoformat()}"
+            )
+        async with unit_of_work(self._ports, actor) as unit:
+            await unit.audit(
+                "rollback.auto_vetoed",
+                deployment=deployment,
+                reason=decision.reason,
+                details={
+                    "condition": decision.condition,
+                    "veto_until": decision.veto_until.isoformat(),
+                },
+            )
+        watch = self._watches.get(deployment)
+        if watch is None or watch.decision != decision:  # the run ended while auditing
+            raise Conflict(f"the automatic rollback of {deployment!r} is no longer pending")
+        vetoed = replace(decision, vetoed_by=actor)
+        assert watch is not None  # noqa: S101 - decision came from it
+        watch.decision = vetoed
+        self.decisions[self.decisions.index(decision)] = vetoed
+        return vetoed

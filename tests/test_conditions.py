@@ -1,0 +1,164 @@
+"""Rollback conditions: thresholds (absolute, relative), CEL checked when saved, extensions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from canaryguard.domain.checks import cel_context, evaluate
+from canaryguard.domain.conditions import Condition
+from canaryguard.domain.models import MetricsSnapshot, VariantMetrics
+from canaryguard.wiring import load_extensions
+
+
+def metrics(canary: dict[str, Any], stable: dict[str, Any] | None = None) -> MetricsSnapshot:
+    return MetricsSnapshot(
+        window_seconds=300,
+        until=datetime(2026, 1, 1, tzinfo=UTC),
+        canary=VariantMetrics(**canary),
+        stable=VariantMetrics(**(stable or {"requests": 9000, "errors": 90})),
+    )
+
+
+def test_error_rate_over_an_absolute_threshold_fires_with_its_figures() -> None:
+    result = evaluate(
+        Condition(kind="error_rate", threshold=0.05), metrics({"requests": 1000, "errors": 80})
+    )
+    assert result.fired
+    assert result.fired_as == "ErrorRateExceeded"
+    assert (result.current, result.threshold, result.window_seconds) == (0.08, 0.05, 300)
+    assert result.reason.startswith("canary error rate 8.00% > 5.00% over 300 s")
+
+
+def test_error_rate_relative_to_stable() -> None:
+    condition = Condition(kind="error_rate", threshold=1.5, relative=True)
+    assert evaluate(condition, metrics({"requests": 1000, "errors": 20})).fired  # 2 % vs 1 %
+    assert not evaluate(condition, metrics({"requests": 1000, "errors": 12})).fired
+
+
+def test_response_time_on_a_percentile() -> None:
+    condition = Condition(kind="response_time", threshold=500, statistic="p99")
+    result = evaluate(condition, metrics({"requests": 1000, "p99_ms": 800.0}))
+    assert result.fired
+    assert result.fired_as == "ResponseTimeExceeded"
+    assert "canary p99 latency 800 ms > 500 ms" in result.reason
+
+
+def test_success_rate_below_threshold() -> None:
+    condition = Condition(kind="success_rate", threshold=0.99)
+    result = evaluate(condition, metrics({"requests": 1000, "errors": 20}))
+    assert result.fired
+    assert result.fired_as == "SuccessRateBelowThreshold"
+
+
+def test_too_few_canary_requests_are_not_judged() -> None:
+    condition = Condition(kind="error_rate", threshold=0.05, min_requests=500)
+    result = evaluate(condition, metrics({"requests": 10, "errors": 10}))
+    assert not result.fired
+    assert "not judged" in result.reason
+
+
+def test_a_cel_condition_is_evaluated_over_the_snapshot() -> None:
+    condition = Condition(
+        kind="cel", expression="canary.p99_ms > 1.5 * stable.p99_ms && canary.requests > 500"
+    )
+    slow = metrics({"requests": 1000, "p99_ms": 400.0}, {"requests": 9000, "p99_ms": 200.0})
+    fast = metrics({"requests": 1000, "p99_ms": 250.0}, {"requests": 9000, "p99_ms": 200.0})
+    assert evaluate(condition, slow).fired
+    assert not evaluate(condition, fast).fired
+
+
+def test_cel_sees_every_figure_as_a_double() -> None:
+    context = cel_context(metrics({"requests": 10, "errors": 1}))
+    assert context["canary"]["requests"] == 10.0
+    assert context["canary"]["error_rate"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("canary.p99_ms >", "does not parse"),
+        ("latency > 1.0", "unknown variable.*latency"),
+        ("canary.p99 > 1.0", "unknown field.s. p99;"),
+        ('canary.p99_ms + "x" > 1.0', "does not type-check"),
+        ("canary.p99_ms", "must give true or false"),
+    ],
+)
+def test_a_bad_cel_expression_is_refused_when_saved(expression: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Condition(kind="cel", expression=expression)
+
+
+def test_an_extension_condition_calls_its_function() -> None:
+    condition = Condition(kind="extension", extension="budget", params={"limit": 0.5})
+    seen: list[Any] = []
+
+    def budget(snapshot: MetricsSnapshot, params: Any) -> bool:
+        seen.append(params["limit"])
+        return bool(snapshot.canary.error_rate > params["limit"])
+
+    result = evaluate(condition, metrics({"requests": 1000, "errors": 900}), extension=budget)
+    assert result.fired
+    assert seen == [0.5]
+
+
+def test_an_extension_that_is_not_installed_never_fires() -> None:
+    condition = Condition(kind="extension", extension="missing")
+    result = evaluate(condition, metrics({"requests": 1000, "errors": 900}))
+    assert not result.fired
+    assert "not installed" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "error_rate"}, "needs a threshold"),
+        ({"kind": "error_rate", "threshold": 2}, "fraction"),
+        ({"kind": "cel"}, "needs an expression"),
+        ({"kind": "cel", "expression": "true", "threshold": 1}, "takes no threshold"),
+        ({"kind": "extension"}, "names its extension"),
+    ],
+)
+def test_an_incomplete_condition_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Condition(**fields)
+
+
+def test_a_misspelt_field_behind_a_short_circuit_is_refused_when_saved() -> None:
+    with pytest.raises(ValidationError, match=r"unknown field.*reqests"):
+        Condition(kind="cel", expression="canary.p99_ms > 2.0 && canary.reqests > 500.0")
+
+
+def test_an_extension_that_raises_does_not_fire_and_says_why() -> None:
+    condition = Condition(kind="extension", extension="broken")
+
+    def broken(snapshot: MetricsSnapshot, params: Any) -> bool:
+        raise RuntimeError("boom")
+
+    result = evaluate(condition, metrics({"requests": 1000}), extension=broken)
+    assert not result.fired
+    assert "could not be evaluated: boom" in result.reason
+
+
+def test_extensions_are_loaded_from_their_entry_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_conditions.py").write_text(
+        "def budget(metrics, params):\n    return metrics.canary.errors > params['limit']\n"
+    )
+    info = tmp_path / "my_conditions-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-conditions\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[canaryguard.conditions]\nbudget = my_conditions:budget\nbroken = missing_module:x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    notices: list[str] = []
+    loaded = load_extensions(notices)
+    assert loaded["budget"](metrics({"requests": 10, "errors": 5}), {"limit": 1})
+    assert "broken" not in loaded
+    assert any("'broken' failed to load" in notice for notice in notices)

@@ -1,0 +1,206 @@
+"""The monitor: judges active canaries on settled seconds and rolls back a bad one by itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from canaryguard.adapters.clock import ManualClock
+from canaryguard.domain.errors import Conflict, NotFound
+from canaryguard.domain.events import AutoRollbackTriggered
+from canaryguard.domain.histogram import bucket_for
+from canaryguard.domain.models import DeploymentState, RollbackKind, SnapshotKind
+from canaryguard.engine.app import CanaryGuard
+from canaryguard.engine.monitor import MONITOR_ACTOR
+from tests.helpers import ACTOR, seed
+
+NAME = "shop/security"
+
+
+async def start(app: CanaryGuard, **config: Any) -> int:
+    await seed(app)
+    if config:
+        await app.deployments.configure(NAME, changes=config, actor=ACTOR)
+    deployment = await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    return deployment.revision
+
+
+async def traffic(
+    app: CanaryGuard,
+    seconds: int,
+    *,
+    revision: int,
+    canary_errors: int,
+    stable_errors: int = 9,
+    canary_latency: float = 50.0,
+) -> list[Any]:
+    """``seconds`` of 900 stable and 100 canary requests a second, ticking the monitor."""
+    clock = app.ports.clock
+    assert isinstance(clock, ManualClock)
+    decisions = []
+    for _ in range(seconds):
+        at = clock.now()
+        for variant, requests, errors, latency in (
+            ("stable", 900, stable_errors, 50.0),
+            ("canary", 100, canary_errors, canary_latency),
+        ):
+            await app.observations.record(
+                NAME,
+                variant,
+                at=at,
+                revision=revision,
+                requests=requests,
+                errors=errors,
+                latency_sum_ms=requests * latency,
+                latency_max_ms=latency,
+                histogram={bucket_for(latency): requests},
+            )
+        clock.advance(1)
+        decisions += await app.monitor.tick()
+    return decisions
+
+
+async def test_a_canary_with_three_times_the_errors_is_rolled_back_by_the_detector(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app)  # 3 % errors stays under the 5 % threshold: the detector acts
+    decisions = await traffic(app, 30, revision=revision, canary_errors=3)
+    assert len(decisions) == 1
+    decision = decisions[0]
+    assert decision.condition == "errors"
+    assert "canary errors 3.00% vs stable 1.00%" in decision.reason
+    deployment = await app.deployments.get(NAME)
+    assert deployment.state is DeploymentState.ROLLED_BACK
+    record = await app.rollbacks.get(decision.rollback_id or "")
+    assert (record.kind, record.actor) == (RollbackKind.AUTO, MONITOR_ACTOR)
+    assert record.trigger_metrics is not None
+    assert record.trigger_metrics.canary.errors > 0
+
+
+async def test_an_automatic_rollback_is_announced_snapshotted_and_audited(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app)
+    [decision] = await traffic(app, 30, revision=revision, canary_errors=3)
+    events = await app.events.read(deployment=NAME)
+    triggered = [e for e in events if e.type == "io.canaryguard.rollback.auto_triggered"]
+    assert len(triggered) == 1
+    event = triggered[0].event
+    assert isinstance(event, AutoRollbackTriggered)
+    assert "e-value" in event.reason
+    snapshots = await app.snapshots.list(NAME)
+    assert any(s.kind is SnapshotKind.BEFORE_ROLLBACK for s in snapshots)
+    audit = await app.audit.list(deployment=NAME)
+    assert any(r.actor == MONITOR_ACTOR and r.action.startswith("rollback") for r in audit)
+    assert decision.rollback_id is not None
+
+
+async def test_a_healthy_canary_is_left_alone(app: CanaryGuard) -> None:
+    revision = await start(app)
+    assert await traffic(app, 120, revision=revision, canary_errors=1) == []
+    assert (await app.deployments.get(NAME)).state is DeploymentState.CANARY_ACTIVE
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.judge.verdict.kind.value in {"healthy", "inconclusive"}
+
+
+async def test_an_incident_on_both_sides_is_not_blamed_on_the_canary(app: CanaryGuard) -> None:
+    revision = await start(app, error_rate_threshold=0.5)  # the detector alone
+    decisions = await traffic(app, 60, revision=revision, canary_errors=30, stable_errors=270)
+    assert decisions == []
+
+
+async def test_nothing_is_rolled_back_when_auto_rollback_is_disabled(app: CanaryGuard) -> None:
+    revision = await start(app, auto_rollback_enabled=False)
+    assert await traffic(app, 30, revision=revision, canary_errors=10) == []
+    assert (await app.deployments.get(NAME)).state is DeploymentState.CANARY_ACTIVE
+
+
+async def test_warm_up_seconds_are_not_judged(app: CanaryGuard) -> None:
+    revision = await start(app, warmup_seconds=60)  # 10 % errors: both detector and threshold
+    assert await traffic(app, 40, revision=revision, canary_errors=10) == []
+    [decision] = await traffic(app, 40, revision=revision, canary_errors=10)
+    assert decision.rollback_id is not None
+
+
+async def test_an_operator_can_veto_an_automatic_rollback_in_its_window(app: CanaryGuard) -> None:
+    revision = await start(app, veto_seconds=30)
+    [pending] = await traffic(app, 30, revision=revision, canary_errors=10)
+    assert pending.rollback_id is None
+    assert pending.veto_until is not None
+    vetoed = await app.monitor.veto(NAME, actor="alice")
+    assert vetoed.vetoed_by == "alice"
+    audit = await app.audit.list(deployment=NAME)
+    assert any(r.action == "rollback.auto_vetoed" and r.actor == "alice" for r in audit)
+    assert await traffic(app, 40, revision=revision, canary_errors=10) == []
+    assert (await app.deployments.get(NAME)).state is DeploymentState.CANARY_ACTIVE
+
+
+async def test_without_a_veto_the_rollback_runs_when_the_window_ends(app: CanaryGuard) -> None:
+    revision = await start(app, veto_seconds=10)
+    decisions = await traffic(app, 45, revision=revision, canary_errors=10)
+    assert [d.rollback_id is not None for d in decisions] == [False, True]
+    assert (await app.deployments.get(NAME)).state is DeploymentState.ROLLED_BACK
+
+
+async def test_a_veto_without_a_pending_rollback_is_refused(app: CanaryGuard) -> None:
+    await start(app)
+    with pytest.raises(NotFound, match="no automatic rollback"):
+        await app.monitor.veto(NAME, actor="alice")
+
+
+async def test_a_veto_after_its_window_is_refused(app: CanaryGuard) -> None:
+    revision = await start(app, veto_seconds=30)
+    [_pending] = await traffic(app, 30, revision=revision, canary_errors=10)
+    app.ports.clock.advance(31)  # type: ignore[attr-defined]
+    with pytest.raises(Conflict, match=r"veto window .* ended"):
+        await app.monitor.veto(NAME, actor="alice")
+
+
+async def test_the_error_rate_threshold_fires_before_the_detector_on_a_gross_regression(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app)
+    [decision] = await traffic(app, 5, revision=revision, canary_errors=10)
+    assert decision.condition == "ErrorRateExceeded"
+    assert "canary error rate 10.00% > 5.00%" in decision.reason
+
+
+async def test_a_threshold_condition_rolls_back_a_slow_canary(app: CanaryGuard) -> None:
+    revision = await start(app, detector_enabled=False, response_time_threshold_ms=500)
+    [decision] = await traffic(app, 10, revision=revision, canary_errors=1, canary_latency=900)
+    assert decision.condition == "ResponseTimeExceeded"
+    assert "canary mean latency 900 ms > 500 ms" in decision.reason
+
+
+async def test_a_cel_condition_rolls_back_when_it_holds(app: CanaryGuard) -> None:
+    revision = await start(
+        app,
+        detector_enabled=False,
+        conditions=[
+            {
+                "kind": "cel",
+                "expression": "canary.p99_ms > 1.5 * stable.p99_ms && canary.requests > 300.0",
+            }
+        ],
+    )
+    [decision] = await traffic(app, 10, revision=revision, canary_errors=1, canary_latency=200)
+    assert decision.condition == "CustomConditionMet"
+    assert "is true" in decision.reason
+
+
+async def test_observations_from_before_the_canary_run_are_not_counted(app: CanaryGuard) -> None:
+    revision = await start(app)
+    await traffic(app, 5, revision=revision - 1, canary_errors=100)  # an older revision
+    assert app.monitor.watch(NAME) is not None
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.judge.detector.errors.canary_requests == 0
+
+
+async def test_a_rolled_back_canary_is_not_judged_again(app: CanaryGuard) -> None:
+    revision = await start(app)
+    await traffic(app, 30, revision=revision, canary_errors=10)
+    assert await traffic(app, 10, revision=revision, canary_errors=10) == []
+    assert app.monitor.watch(NAME) is None
