@@ -12,9 +12,11 @@ Run from the repository root::
 
 Defaults: ``--runs 500`` per regression scenario (10 minutes each), ``--null-runs 2000`` per
 no-regression scenario (30 minutes each), ``--calibration-runs 2000``, ``--workers 2``,
-``--seed 1``, ``--canaries 1000 --cpu-ticks 60``. That took 42 minutes on 2 shared, busy cores
-(``--quick``: 4 minutes): the null runs feed canaryguard 18 million seconds, and
-``Detector.update`` at about 120 us a call is three quarters of the time.
+``--seed 1``, ``--canaries 1000 --cpu-ticks 60``. With the earlier detector (four tests, about
+120 us per ``Detector.update``) that took 42 minutes on 2 shared, busy cores (``--quick``: 4
+minutes); with the current one (about 90 us a call), ``--workers 1 --runs 300 --null-runs 1000
+--calibration-runs 1000`` took 21 minutes. Most of the time is the null runs: 1,800 seconds of
+canaryguard each.
 
 **Ground truth.** Each run is one canary, simulated second by second with its own seeded numpy
 ``Generator`` (seeded from ``--seed``, the scenario's name and the run's number, so every

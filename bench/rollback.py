@@ -16,8 +16,11 @@ deployment running a 10 % canary of the second. ``--clients`` SDK clients
 clients in threads and one traffic thread that every 10 ms has each of its clients ``assign`` and
 ``record`` requests (``--rate`` per client per second, 2 ms each, no errors: neither the
 detector nor a threshold can fire on it), so the server ingests every client's one-second
-flushes throughout, as in production. Three measurements follow, each after ``--warmup``
-unrecorded rounds:
+flushes throughout, as in production. One change to the SDK's behaviour: the short-lived
+``httpx.Client`` it makes for every flush shares one TLS context per process (made anew, it loads
+the CA bundle, ~37 ms of CPU on this machine; 100 clients flushing every second would need more
+CPU than two cores have, and the server would be starved). Three measurements follow, each
+after ``--warmup`` unrecorded rounds:
 
 - ``manual`` (``--manual`` rounds): after a random pause of 0.1 to 0.5 s, ``POST
   /api/v1/deployments/{name}/rollbacks`` (immediate). The time is from just before the request
@@ -52,7 +55,9 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -73,7 +78,15 @@ from canaryguard.domain.assignment import Variant
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api import CANARY_PERCENT, PG_DSN, api, cpu_seconds, postgres_schema, running_server
+from bench.api import (
+    CANARY_PERCENT,
+    PG_DSN,
+    api,
+    cpu_mark,
+    cpu_since,
+    postgres_schema,
+    running_server,
+)
 from bench.options import positive, positive_seconds, stop_on_sigterm
 from bench.propagation import DEPLOYMENT, POLICY, Fleet, Reporter, TimedClient, p99, seed
 from bench.tables import markdown_table
@@ -88,6 +101,19 @@ AUTO_TRIGGERED = "io.canaryguard.rollback.auto_triggered"
 
 
 # -- the clients (worker processes) ----------------------------------------------------------
+
+SHARED_TLS = ssl.create_default_context()  # loaded once per process, not once per flush
+
+
+class ReportingClient(TimedClient):
+    """``TimedClient`` whose short-lived HTTP clients (one per flush and per poll) share one TLS
+    context: ``httpx.Client()`` loads the CA bundle each time (~37 ms of CPU here), which for
+    100 clients flushing every second would take more CPU than the machine has."""
+
+    def _http(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self._base, headers=self._headers, timeout=self._timeout, verify=SHARED_TLS
+        )
 
 
 class Traffic:
@@ -109,13 +135,16 @@ def generate(
     """Every ``TICK_S``: each client assigns and records its share of requests. ``bad``: every
     request the canary serves fails. Reports the time of the first tick of each new mode."""
     rng = random.Random()
-    per_tick = max(1, round(rate * TICK_S))
+    owed = 0.0  # requests due but not yet made (rates below one per tick)
     mode = OFF
     next_at = time.monotonic()
     while not stop.is_set():
         if traffic.mode != mode:
             mode = traffic.mode
             reporter.emit(w=worker_number, mode=mode, t=time.time())
+        owed += rate * TICK_S
+        per_tick = int(owed)
+        owed -= per_tick
         if mode != OFF:
             for client in clients:
                 for _ in range(per_tick):
@@ -138,7 +167,7 @@ def worker() -> int:
     clients: list[TimedClient] = []
     try:
         for index in config["indices"]:
-            client = TimedClient(
+            client = ReportingClient(
                 config["url"], config["token"], [DEPLOYMENT], index=index, reporter=reporter
             )
             clients.append(client)
@@ -165,6 +194,7 @@ def worker() -> int:
         "stream_reconnects": sum(c.stats.stream_reconnects for c in clients),
         "batches_sent": sum(c.stats.batches_sent for c in clients),
         "batches_dropped": sum(c.stats.batches_dropped for c in clients),
+        "cpu_ms": round(time.process_time() * 1e3),
     }
     reporter.emit(done=True, stats=stats)
     return 0
@@ -297,6 +327,8 @@ class Outcome:
     stages: int = 0
     missed: list[str] = field(default_factory=list)
     server_cores: dict[str, float] = field(default_factory=dict)
+    postgres_cores: dict[str, float] = field(default_factory=dict)
+    fleet_seconds: float = 0.0  # how long the client processes ran
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -521,6 +553,7 @@ def run_backend(label: str, args: argparse.Namespace, lifecycle: list[str]) -> O
         token = seed(admin)
         print(f"{label}: serving on {url} (pid {pid}), seeded", flush=True)
         print(f"{label}: starting {args.clients} clients in {args.workers} processes", flush=True)
+        fleet_started = time.perf_counter()
         with fleet(url, token, args, data_dir) as running:
             running.wait_ready(120)
             phases = (
@@ -530,13 +563,16 @@ def run_backend(label: str, args: argparse.Namespace, lifecycle: list[str]) -> O
             )
             for name, phase in phases:
                 running.set_traffic(GOOD)
-                started, cpu = time.perf_counter(), cpu_seconds(pid)
+                started, mark = time.perf_counter(), cpu_mark(pid)
                 phase(running, admin, args, outcome, rng)
-                outcome.server_cores[name] = (cpu_seconds(pid) - cpu) / (
-                    time.perf_counter() - started
-                )
+                seconds = time.perf_counter() - started
+                busy = cpu_since(pid, mark)
+                outcome.server_cores[name] = busy["server"] / seconds
+                if label != "sqlite":
+                    outcome.postgres_cores[name] = busy["postgres"] / seconds
             running.set_traffic(OFF)
         outcome.stats = dict(running.stats)
+        outcome.fleet_seconds = time.perf_counter() - fleet_started
         verdict = api(admin, "GET", "/api/v1/audit/verify", expect=200)
         if not verdict["ok"]:
             outcome.missed.append(f"the audit chain does not verify: {verdict}")
@@ -640,6 +676,9 @@ def run(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         cores = ", ".join(f"{k} {v:.2f}" for k, v in outcome.server_cores.items())
         print(f"{outcome.backend}: server cores busy per part: {cores}")
+        if outcome.postgres_cores:
+            cores = ", ".join(f"{k} {v:.2f}" for k, v in outcome.postgres_cores.items())
+            print(f"{outcome.backend}: postgres cores busy per part: {cores}")
         if outcome.manual_request_ms:
             print(
                 f"{outcome.backend}: the manual rollback request itself took "
@@ -655,8 +694,18 @@ def run(args: argparse.Namespace) -> int:
         autos = ", ".join(f"{value:.0f}" for value in sorted(outcome.auto_ms))
         print(f"{outcome.backend}: automatic, bad traffic -> last client, ms, sorted: {autos}")
         if outcome.auto_reasons:
-            print(f"{outcome.backend}: an automatic rollback's reason: {outcome.auto_reasons[0]}")
-        print(f"{outcome.backend}: client stats {outcome.stats}")
+            reason = re.sub(
+                r"e-value ([\d,]+)",
+                lambda m: f"e-value ~1e{len(m[1].replace(',', '')) - 1}",
+                outcome.auto_reasons[0],
+            )
+            print(f"{outcome.backend}: an automatic rollback's reason: {reason}")
+        stats = dict(outcome.stats)
+        clients_cores = stats.pop("cpu_ms", 0) / 1e3 / max(outcome.fleet_seconds, 1e-9)
+        print(
+            f"{outcome.backend}: the client processes kept {clients_cores:.2f} cores busy; "
+            f"client stats {stats}"
+        )
         for missed in outcome.missed:
             print(f"{outcome.backend}: MISSED {missed}")
     for note in lifecycle:
