@@ -230,7 +230,8 @@ def test_a_staged_rollback_from_the_command_line_runs_to_the_end(server: Running
     assert result.returncode == 0, result.stderr
     assert "stages" in result.stdout  # the progress bar
     assert "rolled back" in result.stdout
-    [record] = ok(server, "rollback", "list", NAME, "--status", "completed")
+    [record] = ok(server, "rollback", "list", NAME, "--status", "completed", "--kind", "manual")
+    assert ok(server, "rollback", "list", NAME, "--since", "2999-01-01T00:00:00") == []
     assert record["mode"] == "staged"
     shown = ok(server, "rollback", "show", record["id"])
     kinds = [e["type"].removeprefix("io.canaryguard.") for e in shown["timeline"]]

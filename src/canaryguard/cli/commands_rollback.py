@@ -4,6 +4,7 @@ cancel or escalate a rollback, and list and show rollbacks with their timeline."
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -144,6 +145,10 @@ def rollback(
     status: Annotated[
         str | None, typer.Option("--status", help="list: pending, running, completed, ...")
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="list: only those started at or after (ISO 8601 time)"),
+    ] = None,
     expect: Annotated[int | None, typer.Option("--expect-revision")] = None,
 ) -> None:
     """Roll DEPLOYMENT back (now with --yes; else it waits for a confirmation; --staged walks
@@ -159,7 +164,7 @@ def rollback(
     """
     c = ctx_of(ctx)
     if target in VERBS:
-        _verb(c, target, extra, reason=reason, kind=kind, status=status, wait=wait)
+        _verb(c, target, extra, reason=reason, kind=kind, status=status, since=since, wait=wait)
         return
     if extra is not None:
         raise CliError(f"unexpected argument {extra!r}", EXIT_USAGE)
@@ -189,14 +194,23 @@ def _verb(
     reason: str | None,
     kind: str | None,
     status: str | None,
+    since: str | None,
     wait: bool,
 ) -> None:
     if verb == "list":
         path = f"/deployments/{extra}/rollbacks" if extra else "/rollbacks"
+        try:
+            start = datetime.fromisoformat(since) if since else None
+        except ValueError as exc:
+            raise CliError(f"--since is not an ISO 8601 time: {since!r}", EXIT_USAGE) from exc
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
         records = [
             r
             for r in c.api.get(path, limit=1000)
-            if (kind is None or r["kind"] == kind) and (status is None or r["status"] == status)
+            if (kind is None or r["kind"] == kind)
+            and (status is None or r["status"] == status)
+            and (start is None or datetime.fromisoformat(r["created_at"]) >= start)
         ]
         _show_rollbacks(c, records, f"rollbacks{' of ' + extra if extra else ''}")
         return
