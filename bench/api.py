@@ -56,7 +56,7 @@ from canaryguard.domain.documents import format_for_filename, parse_document
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.options import positive, positive_seconds, stop_on_sigterm
+from bench.options import positive, positive_seconds, run_interruptibly
 from bench.tables import markdown_table
 
 POLICY = "security"
@@ -633,12 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-dsn", default=PG_DSN, help="server for the PostgreSQL schema")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the choices")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: what this run started is stopped and removed", file=sys.stderr)
-        return 130
+    return run_interruptibly(run, args)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ import math
 import os
 import random
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -76,7 +75,7 @@ from bench.api import (
     running_server,
 )
 from bench.api import seed as seed_deployments
-from bench.options import positive, positive_seconds, stop_on_sigterm
+from bench.options import positive, positive_seconds, run_interruptibly
 from bench.tables import markdown_table
 
 SDK_DEPLOYMENT = "shop/security"
@@ -793,12 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch > USERS or args.asgi_batch > USERS // 2 or args.wsgi_batch > USERS // 2:
         parser.error(f"batches hold at most {USERS // 2} calls")
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: what this run started is stopped and removed", file=sys.stderr)
-        return 130
+    return run_interruptibly(run, args)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from collections.abc import Callable
 from types import FrameType
 
-__all__ = ["positive", "positive_seconds", "stop_on_sigterm"]
+__all__ = ["positive", "positive_seconds", "run_interruptibly", "stop_on_sigterm"]
 
 
 def positive(text: str) -> int:
@@ -25,3 +28,14 @@ def positive_seconds(text: str) -> float:
 def stop_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     """A SIGTERM unwinds like Ctrl-C, so servers are stopped and schemas dropped."""
     raise KeyboardInterrupt
+
+
+def run_interruptibly(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)``; Ctrl-C or SIGTERM stop it cleanly (what it started is stopped and removed)
+    and exit 130."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted: what this run started is stopped and removed", file=sys.stderr)
+        return 130

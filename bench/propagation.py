@@ -35,7 +35,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,7 @@ from bench.api import (
     postgres_schema,
     running_server,
 )
-from bench.options import positive, positive_seconds, stop_on_sigterm
+from bench.options import positive, positive_seconds, run_interruptibly
 from bench.tables import markdown_table
 
 DEPLOYMENT = "shop/security"
@@ -257,33 +256,23 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def fleet(
-    mode: str, url: str, token: str, args: argparse.Namespace, log_dir: Path
-) -> Iterator[Fleet]:
-    """``--workers`` processes running ``--clients`` clients between them, stopped after."""
-    running = Fleet(mode, args.clients)
-    shares = [list(range(args.clients))[w :: args.workers] for w in range(args.workers)]
+def workers(
+    running: Fleet, script: Path, configs: Sequence[dict[str, Any]], log_dir: Path, prefix: str
+) -> Iterator[None]:
+    """One ``script --worker`` process per config (sent on stdin: tokens stay off the command
+    line), read into ``running``; on the way out their stdin closes and they are waited for."""
     try:
-        for number, indices in enumerate(shares):
-            if not indices:
-                continue
-            log = (log_dir / f"{mode}-{number}.log").open("wb")
+        for number, config in enumerate(configs):
+            log = (log_dir / f"{prefix}-{number}.log").open("wb")
             running.logs.append(log)
-            process = subprocess.Popen(  # noqa: S603 - this interpreter running this file
-                [sys.executable, str(Path(__file__).resolve()), "--worker"],
+            process = subprocess.Popen(  # noqa: S603 - this interpreter running a bench file
+                [sys.executable, str(script), "--worker"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
             )
             running.processes.append(process)
-            config = {
-                "mode": mode,
-                "url": url,
-                "token": token,  # on stdin, not on the command line
-                "indices": indices,
-                "poll_interval": args.poll_interval,
-            }
             assert process.stdin is not None
             assert process.stdout is not None
             process.stdin.write(json.dumps(config) + "\n")
@@ -291,7 +280,7 @@ def fleet(
             reader = threading.Thread(target=running.read, args=(process.stdout,), daemon=True)
             reader.start()
             running.readers.append(reader)
-        yield running
+        yield
     finally:
         for process in running.processes:
             if process.stdin is not None:
@@ -307,6 +296,27 @@ def fleet(
             reader.join(5)
         for handle in running.logs:
             handle.close()
+
+
+def shares(args: argparse.Namespace) -> list[list[int]]:
+    """The client indices of each of ``--workers`` processes (none empty)."""
+    split = [list(range(args.clients))[w :: args.workers] for w in range(args.workers)]
+    return [share for share in split if share]
+
+
+@contextlib.contextmanager
+def fleet(
+    mode: str, url: str, token: str, args: argparse.Namespace, log_dir: Path
+) -> Iterator[Fleet]:
+    """``--workers`` processes running ``--clients`` clients between them, stopped after."""
+    running = Fleet(mode, args.clients)
+    configs = [
+        {"mode": mode, "url": url, "token": token, "indices": indices,
+         "poll_interval": args.poll_interval}
+        for indices in shares(args)
+    ]  # fmt: skip
+    with workers(running, Path(__file__).resolve(), configs, log_dir, mode):
+        yield running
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -405,27 +415,50 @@ def seed(admin: httpx.Client) -> str:
     return token
 
 
+@dataclass
+class Served:
+    url: str
+    admin: httpx.Client
+    token: str  # a reporter's
+    pid: int
+    data_dir: Path
+
+
+def seeded_server(
+    stack: contextlib.ExitStack,
+    label: str,
+    args: argparse.Namespace,
+    lifecycle: list[str],
+    tag: str,
+) -> Served:
+    """A ``canaryguard serve`` on ``label``'s backend (a fresh PostgreSQL schema, or SQLite in a
+    temporary directory), seeded. Everything is undone when ``stack`` closes."""
+    db_url = stack.enter_context(postgres_schema(args.pg_dsn)) if label != "sqlite" else None
+    data_dir = Path(
+        stack.enter_context(tempfile.TemporaryDirectory(prefix=f"canaryguard-{tag}-{label}-"))
+    )
+    url, admin_token, pid = stack.enter_context(running_server(label, data_dir, db_url, lifecycle))
+    admin = stack.enter_context(
+        httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=30,
+            trust_env=False,
+        )
+    )
+    token = seed(admin)
+    print(f"{label}: serving on {url} (pid {pid}), seeded", flush=True)
+    return Served(url, admin, token, pid, data_dir)
+
+
 def run_backend(label: str, args: argparse.Namespace, lifecycle: list[str]) -> list[Outcome]:
     outcomes = []
     rng = random.Random(args.seed)
     with contextlib.ExitStack() as stack:
-        db_url = stack.enter_context(postgres_schema(args.pg_dsn)) if label != "sqlite" else None
-        data_dir = Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix=f"canaryguard-prop-{label}-"))
-        )
-        url, admin_token, pid = stack.enter_context(
-            running_server(label, data_dir, db_url, lifecycle)
-        )
-        admin = stack.enter_context(
-            httpx.Client(
-                base_url=url,
-                headers={"Authorization": f"Bearer {admin_token}"},
-                timeout=30,
-                trust_env=False,
-            )
-        )
-        token = seed(admin)
-        print(f"{label}: serving on {url} (pid {pid}), seeded", flush=True)
+        served = seeded_server(stack, label, args, lifecycle, "prop")
+        url, admin, token, pid, data_dir = (
+            served.url, served.admin, served.token, served.pid, served.data_dir,
+        )  # fmt: skip
         for mode in args.modes:
             outcome = Outcome(label, mode)
             print(
@@ -544,12 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-dsn", default=PG_DSN, help="server for the PostgreSQL schema")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the pauses")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: what this run started is stopped and removed", file=sys.stderr)
-        return 130
+    return run_interruptibly(run, args)
 
 
 if __name__ == "__main__":

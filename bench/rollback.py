@@ -56,12 +56,9 @@ import json
 import os
 import random
 import re
-import signal
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -84,11 +81,19 @@ from bench.api import (
     api,
     cpu_mark,
     cpu_since,
-    postgres_schema,
-    running_server,
 )
-from bench.options import positive, positive_seconds, stop_on_sigterm
-from bench.propagation import DEPLOYMENT, POLICY, Fleet, Reporter, TimedClient, p99, seed
+from bench.options import positive, positive_seconds, run_interruptibly
+from bench.propagation import (
+    DEPLOYMENT,
+    POLICY,
+    Fleet,
+    Reporter,
+    TimedClient,
+    p99,
+    seeded_server,
+    shares,
+    workers,
+)
 from bench.tables import markdown_table
 
 GOAL_MS = 1_000.0  # from the decision to the last client; the original system's was 2 minutes
@@ -257,51 +262,14 @@ class TrafficFleet(Fleet):
 @contextlib.contextmanager
 def fleet(url: str, token: str, args: argparse.Namespace, log_dir: Path) -> Iterator[TrafficFleet]:
     """``--workers`` processes running ``--clients`` clients between them, stopped after."""
-    shares = [list(range(args.clients))[w :: args.workers] for w in range(args.workers)]
-    shares = [share for share in shares if share]
-    running = TrafficFleet("push", args.clients, workers=len(shares))
-    try:
-        for number, indices in enumerate(shares):
-            log = (log_dir / f"worker-{number}.log").open("wb")
-            running.logs.append(log)
-            process = subprocess.Popen(  # noqa: S603 - this interpreter running this file
-                [sys.executable, str(Path(__file__).resolve()), "--worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-            running.processes.append(process)
-            config = {
-                "url": url,
-                "token": token,  # on stdin, not on the command line
-                "indices": indices,
-                "number": number,
-                "rate": args.rate,
-            }
-            assert process.stdin is not None
-            assert process.stdout is not None
-            process.stdin.write(json.dumps(config) + "\n")
-            process.stdin.flush()
-            reader = threading.Thread(target=running.read, args=(process.stdout,), daemon=True)
-            reader.start()
-            running.readers.append(reader)
+    split = shares(args)
+    running = TrafficFleet("push", args.clients, workers=len(split))
+    configs = [
+        {"url": url, "token": token, "indices": indices, "number": number, "rate": args.rate}
+        for number, indices in enumerate(split)
+    ]
+    with workers(running, Path(__file__).resolve(), configs, log_dir, "worker"):
         yield running
-    finally:
-        for process in running.processes:
-            if process.stdin is not None:
-                with contextlib.suppress(OSError):
-                    process.stdin.close()
-        for process in running.processes:
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for reader in running.readers:
-            reader.join(5)
-        for handle in running.logs:
-            handle.close()
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -535,23 +503,10 @@ def run_backend(label: str, args: argparse.Namespace, lifecycle: list[str]) -> O
     outcome = Outcome(label)
     rng = random.Random(args.seed)
     with contextlib.ExitStack() as stack:
-        db_url = stack.enter_context(postgres_schema(args.pg_dsn)) if label != "sqlite" else None
-        data_dir = Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix=f"canaryguard-rb-{label}-"))
-        )
-        url, admin_token, pid = stack.enter_context(
-            running_server(label, data_dir, db_url, lifecycle)
-        )
-        admin = stack.enter_context(
-            httpx.Client(
-                base_url=url,
-                headers={"Authorization": f"Bearer {admin_token}"},
-                timeout=30,
-                trust_env=False,
-            )
-        )
-        token = seed(admin)
-        print(f"{label}: serving on {url} (pid {pid}), seeded", flush=True)
+        served = seeded_server(stack, label, args, lifecycle, "rb")
+        url, admin, token, pid, data_dir = (
+            served.url, served.admin, served.token, served.pid, served.data_dir,
+        )  # fmt: skip
         print(f"{label}: starting {args.clients} clients in {args.workers} processes", flush=True)
         fleet_started = time.perf_counter()
         with fleet(url, token, args, data_dir) as running:
@@ -737,12 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-dsn", default=PG_DSN, help="server for the PostgreSQL schema")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the pauses")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: what this run started is stopped and removed", file=sys.stderr)
-        return 130
+    return run_interruptibly(run, args)
 
 
 if __name__ == "__main__":

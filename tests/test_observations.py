@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.adapters.store import SqlStore
+from canaryguard.adapters.store.database import migration_config
 from canaryguard.adapters.store.schema import observation_rollups
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.errors import InvalidInput, NotFound
@@ -206,3 +208,26 @@ async def test_a_restarted_server_has_the_flushed_observations_and_batch_ids(
         assert (await second.observations.summary(NAME)).canary.requests == 10
     finally:
         await second.close()
+
+
+async def test_migration_0006_goes_down_with_the_data_and_up_again(app: CanaryGuard) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    await app.observations.ingest([observation(now, revision=2), observation(now, revision=3)])
+    await app.observations.flush()
+    store = app.ports.store
+    assert isinstance(store, SqlStore)
+    async with store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(migration_config(c), "0005"))
+        old = (await conn.execute(sa.text("SELECT requests, errors FROM observations"))).all()
+        buckets = (
+            await conn.execute(sa.text("SELECT bucket, count FROM observation_buckets"))
+        ).all()
+        await conn.run_sync(lambda c: command.upgrade(migration_config(c), "head"))
+        c = observation_rollups.c
+        again = (await conn.execute(sa.select(c.revision, c.requests, c.histogram))).all()
+    assert [tuple(row) for row in old] == [(20, 2)]  # the two revisions summed
+    assert sorted(tuple(row) for row in buckets) == [(24, 8), (30, 12)]
+    assert [(r.revision, r.requests, json.loads(r.histogram)) for r in again] == [
+        (0, 20, {"24": 8, "30": 12})
+    ]

@@ -160,13 +160,18 @@ def _sqlite_begin(conn: Connection) -> None:
             return
 
 
-def _migrate(sync_conn: Connection) -> None:
-    if sync_conn.dialect.name == "postgresql":
-        sync_conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+def migration_config(sync_conn: Connection) -> Config:
+    """Alembic's configuration for canaryguard's migrations, on ``sync_conn``."""
     config = Config()
     config.set_main_option("script_location", "canaryguard.adapters.store:migrations")
     config.attributes["connection"] = sync_conn
-    command.upgrade(config, "head")
+    return config
+
+
+def _migrate(sync_conn: Connection) -> None:
+    if sync_conn.dialect.name == "postgresql":
+        sync_conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+    command.upgrade(migration_config(sync_conn), "head")
 
 
 def normalise_url(url: str) -> str:

@@ -78,4 +78,73 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0006 is not reversible: restore the database from a backup")
+    """Back to one upserted row per (deployment, variant, second) and one per histogram bucket:
+    the delta rows are summed (revisions and replicas together, as 0005 kept them)."""
+    observations = op.create_table(
+        "observations",
+        sa.Column("deployment", sa.String(256), primary_key=True),
+        sa.Column("variant", sa.String(16), primary_key=True),
+        sa.Column("second", BigInt, primary_key=True, autoincrement=False),
+        sa.Column("requests", BigInt, nullable=False),
+        sa.Column("errors", BigInt, nullable=False),
+        sa.Column("latency_sum_ms", sa.Float, nullable=False),
+        sa.Column("latency_max_ms", sa.Float, nullable=False),
+    )
+    buckets = op.create_table(
+        "observation_buckets",
+        sa.Column("deployment", sa.String(256), primary_key=True),
+        sa.Column("variant", sa.String(16), primary_key=True),
+        sa.Column("second", BigInt, primary_key=True, autoincrement=False),
+        sa.Column("bucket", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("count", BigInt, nullable=False),
+    )
+    totals: dict[tuple[str, str, int], list[float]] = {}
+    histograms: dict[tuple[str, str, int], dict[int, int]] = defaultdict(dict)
+    for (
+        deployment,
+        variant,
+        second,
+        requests,
+        errors,
+        latency_sum,
+        latency_max,
+        histogram,
+    ) in op.get_bind().execute(
+        sa.text(
+            "SELECT deployment, variant, second, requests, errors, latency_sum_ms, "
+            "latency_max_ms, histogram FROM observation_rollups"
+        )
+    ):
+        key = (deployment, variant, second)
+        total = totals.setdefault(key, [0, 0, 0.0, 0.0])
+        total[0] += requests
+        total[1] += errors
+        total[2] += latency_sum
+        total[3] = max(total[3], latency_max)
+        merged = histograms[key]
+        for bucket, count in json.loads(histogram).items():
+            merged[int(bucket)] = merged.get(int(bucket), 0) + count
+    if totals:
+        op.bulk_insert(
+            observations,
+            [
+                {
+                    "deployment": d,
+                    "variant": v,
+                    "second": s,
+                    "requests": int(t[0]),
+                    "errors": int(t[1]),
+                    "latency_sum_ms": t[2],
+                    "latency_max_ms": t[3],
+                }
+                for (d, v, s), t in totals.items()
+            ],
+        )
+    rows = [
+        {"deployment": d, "variant": v, "second": s, "bucket": b, "count": c}
+        for (d, v, s), merged in histograms.items()
+        for b, c in merged.items()
+    ]
+    if rows:
+        op.bulk_insert(buckets, rows)
+    op.drop_table("observation_rollups")
