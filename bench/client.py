@@ -25,10 +25,13 @@ token.
   is the difference of the medians of the per-request batch means.
 - ``ingest``: a separate load process (this file in its hidden ``--worker`` mode) keeps
   ``--concurrency`` ``POST /api/v1/observations`` in flight, each a gzip batch of
-  ``--batch-size`` pre-aggregated observations with the fields ``Client._send`` sends (gzip level
-  9, a fresh batch id each), for ``--warmup`` + ``--seconds`` seconds per backend; the server
-  process's CPU time comes from /proc. Afterwards the requests counted by the server must equal
-  the ones the load generator had accepted.
+  ``--batch-size`` pre-aggregated observations (1,000 and 5,000 by default) with the fields
+  ``Client._send`` sends, a fresh batch id each, for ``--warmup`` + ``--seconds`` seconds per
+  body format (``--formats``: the compact binary batch the SDK sends, and JSON) and batch size,
+  one after the other on the same server; the server process's CPU time comes from /proc. Every
+  batch covers the same keys (every deployment and variant over the latest few seconds, as many
+  clients reporting the same recent seconds do) with its own random outcomes. Afterwards the
+  requests counted by the server must equal the ones the load generator had accepted.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import gzip
 import json
 import math
 import os
 import random
 import secrets
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -61,6 +66,7 @@ from starlette.routing import Route
 
 from canaryguard.client import ASGIMiddleware, Assignment, Client, WSGIMiddleware
 from canaryguard.domain.histogram import bucket_for
+from canaryguard.domain.observation_batch import CONTENT_TYPE, MAGIC, VERSION, encode
 
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,7 +89,10 @@ GOAL_US = 2.0  # median per assign / record call on CPython 3.11
 GOAL_PER_CORE = 200_000  # observations per second per core of server CPU
 USERS = 10_000  # distinct user ids the micro-benchmarks cycle through
 TEMPLATES = 8  # distinct observation batches the load generator rotates through
+WINDOW_SECONDS = 300  # the evaluation window the server's status covers
 PARTS = ("micro", "middleware", "ingest")
+COMPACT, JSON = "compact", "json"
+FORMATS = (COMPACT, JSON)
 
 BASELINE = "baseline: dict lookup + random.random()"
 ASSIGN = "Client.assign(name, user_id=...)"
@@ -355,20 +364,29 @@ def middleware_table(results: Results, args: argparse.Namespace) -> str:
 class Template:
     """One batch body, compressed up to its batch id; ``body`` finishes it for one id.
 
-    The JSON is ``{"observations": [...], "batch_id": "<id>"}``: the same fields as the SDK's
+    JSON: ``{"observations": [...], "batch_id": "<id>"}``, the same fields as the SDK's JSON
     body (which puts the id first). The compressor is copied after the observations, so every
     request's body is a complete gzip stream at level 9 without compressing 1,000 observations
     again (that takes ~0.1 s at level 9: it would make the load generator the bottleneck).
+
+    Compact (``domain.observation_batch``, what the SDK sends): the batch id sits in the first
+    bytes, so the body is two gzip members, the few header bytes with the id compressed per
+    request and the rest compressed once at level 9 (the server inflates every member).
     """
 
+    form: str
     head: bytes
-    compressor: Any  # zlib.Compress (not exported under that name)
+    compressor: Any  # zlib.Compress (not exported under that name); None for compact
     observations: int
     requests: int
     buckets: int
     raw_bytes: int
 
     def body(self, batch_id: str) -> bytes:
+        if self.form == COMPACT:
+            identity = batch_id.encode()
+            first = MAGIC + struct.pack("<BB", VERSION, len(identity)) + identity
+            return gzip.compress(first, compresslevel=1) + self.head
         tail = self.compressor.copy()
         finished: bytes = tail.compress(batch_id.encode() + b'"}') + tail.flush()
         return self.head + finished
@@ -397,34 +415,56 @@ def observation(
     }
 
 
-def templates(config: dict[str, Any], rng: random.Random) -> list[Template]:
-    """``TEMPLATES`` batches; each covers every deployment and variant over a few seconds (the
-    last minute, so the server's 5-minute window holds them all afterwards)."""
+def templates(config: dict[str, Any], rng: random.Random, form: str) -> list[Template]:
+    """``TEMPLATES`` batches over the same keys, every deployment and variant in the latest few
+    seconds (as many clients report the same recent seconds), each with its own random outcomes.
+    So the server merges each batch into cells it has, and writes one delta row per cell a
+    second: as many as a batch holds, the same for every batch size per deployment count."""
     revisions: dict[str, int] = config["revisions"]
     size: int = config["batch_size"]
     per_second = 2 * len(revisions)
     seconds = math.ceil(size / per_second)
-    now = int(time.time())
+    if seconds > WINDOW_SECONDS - 10:
+        raise ValueError(
+            f"batches of {size} over {len(revisions)} deployments span more than the server's "
+            "5-minute window: use fewer observations per batch or more --deployments"
+        )
+    first = int(time.time()) - 5 - seconds
+    keys = [
+        (name, revision, variant, first + offset)
+        for offset in range(seconds)
+        for name, revision in revisions.items()
+        for variant in ("stable", "canary")
+    ][:size]
     made = []
-    for index in range(TEMPLATES):
-        first = now - 60 + index * seconds
-        keys = [
-            (name, revision, variant, first + offset)
-            for offset in range(seconds)
-            for name, revision in revisions.items()
-            for variant in ("stable", "canary")
-        ][:size]
+    for _ in range(TEMPLATES):
         batch = [observation(rng, *key) for key in keys]
+        facts = {
+            "observations": len(batch),
+            "requests": sum(o["requests"] for o in batch),
+            "buckets": sum(len(o["histogram"]) for o in batch),
+        }
+        if form == COMPACT:
+            rest = encode(batch)[len(MAGIC) + 2 :]  # after the magic, version and id length 0
+            made.append(
+                Template(
+                    form,
+                    gzip.compress(rest, compresslevel=9),
+                    None,
+                    raw_bytes=len(rest) + len(MAGIC) + 2 + 24,
+                    **facts,
+                )
+            )
+            continue
         head = b'{"observations": ' + json.dumps(batch).encode() + b', "batch_id": "'
         compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         made.append(
             Template(
-                head=compressor.compress(head),
-                compressor=compressor,
-                observations=len(batch),
-                requests=sum(o["requests"] for o in batch),
-                buckets=sum(len(o["histogram"]) for o in batch),
+                form,
+                compressor.compress(head),
+                compressor,
                 raw_bytes=len(head) + 26,
+                **facts,
             )
         )
     return made
@@ -448,12 +488,12 @@ def cpu_since(server_pid: int, mark: CpuMark) -> dict[str, float]:
 
 async def generate_load(config: dict[str, Any]) -> dict[str, Any]:
     rng = random.Random(config["seed"])
-    made = templates(config, rng)
+    made = templates(config, rng, config["format"])
     concurrency: int = config["concurrency"]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {
         "Authorization": f"Bearer {config['token']}",
-        "content-type": "application/json",
+        "content-type": CONTENT_TYPE if config["format"] == COMPACT else "application/json",
         "content-encoding": "gzip",
     }
     latencies: list[float] = []
@@ -525,12 +565,15 @@ def worker() -> int:
     return 0
 
 
-def run_ingest(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+def run_ingest(
+    server: Server, args: argparse.Namespace, form: str, batch_size: int
+) -> dict[str, Any]:
     config = {
+        "format": form,
         "url": server.url,
         "token": server.reporter,  # on stdin, not on the command line
         "revisions": server.revisions,
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         "concurrency": args.concurrency,
         "seconds": args.seconds,
         "warmup": args.warmup,
@@ -554,17 +597,17 @@ def run_ingest(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def check_ingest(server: Server, result: dict[str, Any]) -> str:
+def check_ingest(server: Server, accepted: int) -> str:
     """The server counted exactly the requests of the batches it accepted."""
     with http_client(server.url, server.admin) as client:
         counted = 0
         for name in server.names:
             metrics = api(client, "GET", f"/api/v1/deployments/{name}/status", expect=200)
             counted += sum(metrics["metrics"][v]["requests"] for v in ("stable", "canary"))
-    if counted != result["requests"]:
+    if counted != accepted:
         raise RuntimeError(
             f"{server.label}: the server counts {counted} requests in its window, the accepted "
-            f"batches held {result['requests']}"
+            f"batches held {accepted}"
         )
     return (
         f"{server.label}: the server's windows hold exactly the {counted} requests of the "
@@ -590,7 +633,7 @@ def check_recorded(server: Server, client: Client, recorded: int) -> str:
 
 def ingest_table(results: Results, args: argparse.Namespace) -> str:
     header = [
-        "backend",
+        "backend, body, batch",
         "in flight",
         "seconds",
         "batches",
@@ -609,7 +652,11 @@ def ingest_table(results: Results, args: argparse.Namespace) -> str:
         server_cpu = result["cpu_s"]["server"]
         per_core = result["observations"] / server_cpu if server_cpu else 0.0
         verdict = "ok" if per_core >= GOAL_PER_CORE else "under"
-        postgres = result["cpu_s"]["postgres"] / result["seconds"] if label != "sqlite" else None
+        postgres = (
+            result["cpu_s"]["postgres"] / result["seconds"]
+            if not label.startswith("sqlite")
+            else None
+        )
         rows.append(
             [
                 label,
@@ -710,14 +757,22 @@ def run(args: argparse.Namespace) -> int:
                         results.recorded += wrapped
                 checks.append(check_recorded(server, client, results.recorded))
             if "ingest" in args.parts:
-                print(
-                    f"ingest ({label}): {args.warmup:g} s warm-up + {args.seconds:g} s, "
-                    f"{args.concurrency} batches of {args.batch_size} in flight",
-                    flush=True,
-                )
-                result = run_ingest(server, args)
-                results.ingest[label] = result
-                checks.append(check_ingest(server, result))
+                accepted = 0
+                # the formats take turns, and the order flips per backend: neither always runs
+                # on the emptier store
+                forms = args.formats if index % 2 == 0 else list(reversed(args.formats))
+                for batch_size in args.batch_size:
+                    for form in forms:
+                        print(
+                            f"ingest ({label}, {form}, batches of {batch_size}): "
+                            f"{args.warmup:g} s warm-up + {args.seconds:g} s, "
+                            f"{args.concurrency} in flight",
+                            flush=True,
+                        )
+                        result = run_ingest(server, args, form, batch_size)
+                        results.ingest[f"{label}, {form}, {batch_size}"] = result
+                        accepted += result["requests"]
+                checks.append(check_ingest(server, accepted))
     report(results, args, [*checks, *lifecycle])
     return 0 if all(not r["errors"] for r in results.ingest.values()) else 1
 
@@ -746,14 +801,22 @@ def report(results: Results, args: argparse.Namespace, notes: list[str]) -> None
         print(middleware_table(results, args))
     if results.ingest:
         any_result = next(iter(results.ingest.values()))
+        sizes = {}
+        for label, result in results.ingest.items():
+            form, batch_size = label.split(", ")[1:]
+            batch_bytes = result["bytes"] / max(result["batches"], 1)
+            sizes[form, batch_size] = (
+                f"{form} {batch_size}: {result['raw_bytes'] / 1e3:.0f} kB, "
+                f"{batch_bytes / 1e3:.0f} kB gzipped"
+            )
         print()
         print(
-            f"Ingestion: POST /api/v1/observations, gzip batches of {args.batch_size} "
-            f"observations ({any_result['buckets_per_observation']:.1f} histogram buckets each "
-            f"on average, {any_result['raw_bytes'] / 1e3:.0f} kB of JSON, "
-            f"{any_result['bytes'] / max(any_result['batches'], 1) / 1e3:.0f} kB gzipped), "
-            f"{args.concurrency} in flight from one load process, {args.seconds:g} s after "
-            f"{args.warmup:g} s of warm-up:"
+            "Ingestion: POST /api/v1/observations, gzip batches of "
+            f"{' and '.join(map(str, args.batch_size))} observations "
+            f"({any_result['buckets_per_observation']:.1f} histogram buckets each on average; "
+            f"{'; '.join(sizes.values())}), {args.concurrency} in flight from one load process, "
+            f"{args.seconds:g} s after {args.warmup:g} s of warm-up each; one after the other on "
+            "the same server:"
         )
         print()
         print(ingest_table(results, args))
@@ -785,8 +848,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=positive_seconds, default=10.0, help="of ingestion")
     parser.add_argument("--warmup", type=float, default=2.0, help="unrecorded seconds first")
     parser.add_argument("--concurrency", type=positive, default=4, help="batches in flight")
-    parser.add_argument("--batch-size", type=positive, default=1000, help="observations")
+    parser.add_argument(
+        "--batch-size", type=positive, nargs="+", default=[1000, 5000], help="observations"
+    )
     parser.add_argument("--deployments", type=positive, default=100, help="for ingestion")
+    parser.add_argument(
+        "--formats", nargs="+", choices=FORMATS, default=list(FORMATS), help="ingestion bodies"
+    )
     parser.add_argument("--pg-dsn", default=PG_DSN, help="server for the PostgreSQL schema")
     parser.add_argument("--seed", type=int, default=1, help="random seed")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from canaryguard.domain.assignment import Split, Variant, choose_variant
+from canaryguard.domain.observation_batch import CONTENT_TYPE, encode
 from tests.servers import RunningServer
 
 NAME = "payments/security"
@@ -467,6 +468,114 @@ def test_a_bad_entry_refuses_the_batch_and_names_it(server: RunningServer) -> No
     assert response.status_code == 422
     assert "observations/2" in response.json()["detail"]
     assert status["metrics"]["canary"]["requests"] == 0
+
+
+def post_compact(client: httpx.Client, body: bytes, *, gzipped: bool = True) -> httpx.Response:
+    headers = {"content-type": CONTENT_TYPE}
+    if gzipped:
+        headers["content-encoding"] = "gzip"
+    return client.post(
+        "/api/v1/observations", content=gzip.compress(body) if gzipped else body, headers=headers
+    )
+
+
+def canary_requests(client: httpx.Client) -> int:
+    status = client.get(f"/api/v1/deployments/{NAME}/status").json()
+    requests: int = status["metrics"]["canary"]["requests"]
+    return requests
+
+
+def test_a_compact_batch_counts_like_the_same_json_batch(server: RunningServer) -> None:
+    batch = observations_batch(3)
+    with server.client() as client:
+        setup_canary(client)
+        response = post_compact(client, encode(batch["observations"], batch_id="c-1"))  # type: ignore[arg-type]
+        status = client.get(f"/api/v1/deployments/{NAME}/status").json()
+    assert (response.status_code, response.json()) == (202, {"accepted": 3, "duplicate": False})
+    assert (status["metrics"]["canary"]["requests"], status["metrics"]["canary"]["errors"]) == (
+        30,
+        3,
+    )
+
+
+def test_a_retried_compact_batch_is_counted_once(server: RunningServer) -> None:
+    body = encode(observations_batch(2)["observations"], batch_id="c-2")  # type: ignore[arg-type]
+    with server.client() as client:
+        setup_canary(client)
+        post_compact(client, body)
+        again = post_compact(client, body, gzipped=False)
+        counted = canary_requests(client)
+    assert again.json()["duplicate"] is True
+    assert counted == 20
+
+
+def test_a_bad_compact_entry_refuses_the_batch_naming_it(server: RunningServer) -> None:
+    rows = observations_batch(3)["observations"]
+    rows[1]["errors"] = 99  # type: ignore[index]
+    with server.client() as client:
+        setup_canary(client)
+        response = post_compact(client, encode(rows))  # type: ignore[arg-type]
+        counted = canary_requests(client)
+    assert response.status_code == 422
+    assert "observation 1: errors (99) exceed requests (10)" in response.json()["detail"]
+    assert counted == 0
+
+
+def test_a_truncated_compact_batch_is_refused(server: RunningServer) -> None:
+    body = encode(observations_batch(3)["observations"])  # type: ignore[arg-type]
+    with server.client() as client:
+        setup_canary(client)
+        response = post_compact(client, body[:-5])
+        counted = canary_requests(client)
+    assert response.status_code == 422
+    assert "the batch ends early" in response.json()["detail"]
+    assert counted == 0
+
+
+def test_a_compact_batch_for_an_unknown_deployment_is_refused(server: RunningServer) -> None:
+    rows = observations_batch(1)["observations"]
+    rows[0]["deployment"] = "no/such"  # type: ignore[index]
+    with server.client() as client:
+        response = post_compact(client, encode(rows))  # type: ignore[arg-type]
+    assert response.status_code == 404
+    assert "no/such" in response.json()["detail"]
+
+
+def test_observations_in_another_media_type_get_415(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(
+            "/api/v1/observations", content=b"a,b,c", headers={"content-type": "text/csv"}
+        )
+    assert response.status_code == 415
+    assert CONTENT_TYPE in response.json()["detail"]
+
+
+def test_a_body_of_several_gzip_members_is_inflated_whole(server: RunningServer) -> None:
+    raw = json.dumps(observations_batch(4)).encode()
+    body = gzip.compress(raw[:10]) + gzip.compress(raw[10:])
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(
+            "/api/v1/observations",
+            content=body,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+    assert (response.status_code, response.json()["accepted"]) == (202, 4)
+
+
+def test_a_gzip_body_cut_short_is_refused(server: RunningServer) -> None:
+    body = gzip.compress(json.dumps(observations_batch(4)).encode())
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(
+            "/api/v1/observations",
+            content=body[: len(body) // 2],
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        counted = canary_requests(client)
+    assert response.status_code == 400
+    assert counted == 0
 
 
 def test_observations_for_an_unknown_deployment_are_refused(server: RunningServer) -> None:

@@ -4,17 +4,23 @@ retries and drops, fork safety."""
 from __future__ import annotations
 
 import asyncio
+import gzip
+import http.server
+import json
 import multiprocessing
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
 
 from canaryguard.client import AsyncClient, Client, NotReady
-from canaryguard.client._state import DeploymentState, PolicyVersion
-from canaryguard.domain.assignment import Split
+from canaryguard.client._state import Assignment, DeploymentState, PolicyVersion
+from canaryguard.domain import observation_batch
+from canaryguard.domain.assignment import Split, Variant
 from tests.servers import RunningServer, free_port, running_server
 
 NAME = "payments/security"
@@ -217,3 +223,86 @@ def test_close_ends_the_follower_thread_and_its_stream(server: RunningServer) ->
     eventually(lambda: client._live_stream is not None)
     client.close()
     assert not any(thread.is_alive() for thread in client._threads)
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """An observations endpoint that takes only JSON (as a server without compact batches
+    would), and notes what arrived on which connection."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real server
+    seen: ClassVar[list[tuple[str, int, bytes]]] = []
+    takes_compact: ClassVar[bool] = False
+
+    def do_POST(self) -> None:
+        body = gzip.decompress(self.rfile.read(int(self.headers["content-length"])))
+        media_type = self.headers["content-type"]
+        self.seen.append((media_type, self.client_address[1], body))
+        status, answer = (202, b'{"accepted": 1, "duplicate": false}')
+        if media_type != "application/json" and not self.takes_compact:
+            status, answer = 415, b'{"detail": "observations come as application/json"}'
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    _Receiver.seen = []
+    _Receiver.takes_compact = False
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _assignment() -> Assignment:
+    return Assignment(NAME, 3, Variant.CANARY, PolicyVersion("sec", "2", "h", {"tls": "1.3"}))
+
+
+def test_the_sdk_sends_compact_batches_of_what_it_recorded(receiver: str) -> None:
+    _Receiver.takes_compact = True
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, start=False)
+    for ok in (True, False, False):
+        client.record(_assignment(), ok=ok, latency_ms=5)
+    client.flush()
+    client.close()
+    [(media_type, _, body)] = _Receiver.seen
+    batch = observation_batch.decode(body, max_rows=10)
+    assert media_type == observation_batch.CONTENT_TYPE
+    assert (batch.names, list(batch.revision), list(batch.requests), list(batch.errors)) == (
+        [NAME],
+        [3],
+        [3],
+        [2],
+    )
+
+
+def test_a_server_without_compact_batches_gets_the_same_batch_as_json(receiver: str) -> None:
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, start=False)
+    client.record(_assignment(), ok=True, latency_ms=5)
+    client.flush()
+    client.record(_assignment(), ok=True, latency_ms=5)
+    client.flush()
+    kinds = [media_type for media_type, _, _ in _Receiver.seen]
+    assert kinds == [observation_batch.CONTENT_TYPE, "application/json", "application/json"]
+    first_compact = observation_batch.decode(_Receiver.seen[0][2], max_rows=10)
+    assert json.loads(_Receiver.seen[1][2])["batch_id"] == first_compact.batch_id  # a retry
+    assert (client.stats.batches_sent, client.stats.batches_dropped) == (2, 0)
+    client.close()
+
+
+def test_the_sender_keeps_one_connection_across_flushes(receiver: str) -> None:
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, start=False, compact=False)
+    for _ in range(3):
+        client.record(_assignment(), ok=True, latency_ms=5)
+        client.flush()
+    ports = {port for _, port, _ in _Receiver.seen}
+    assert (len(_Receiver.seen), len(ports)) == (3, 1)
+    client.close()

@@ -123,13 +123,12 @@ class GzipRequest:
             compressed += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            body = inflater.decompress(bytes(compressed), self.limit + 1)
+            body = _inflate(bytes(compressed), self.limit)
         except zlib.error:
             await _problem(send, 400, "invalid-input", "Bad Request", "the gzip body is corrupt")
             return
-        if len(body) > self.limit or inflater.unconsumed_tail:
+        except _TooLarge:
             detail = f"the body inflates to more than {self.limit} bytes"
             await _problem(send, 413, "too-large", "Content Too Large", detail)
             return
@@ -147,3 +146,23 @@ class GzipRequest:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(inner, inflated, send)
+
+
+def _inflate(compressed: bytes, limit: int) -> bytes:
+    """Every gzip member of ``compressed`` inflated and joined (RFC 1952 allows several, as
+    ``cat a.gz b.gz`` makes); ``_TooLarge`` past ``limit`` bytes, ``zlib.error`` when corrupt."""
+    parts: list[bytes] = []
+    size = 0
+    rest = compressed
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        part = inflater.decompress(rest, limit - size + 1)
+        size += len(part)
+        if size > limit or inflater.unconsumed_tail:
+            raise _TooLarge
+        if not inflater.eof:
+            raise zlib.error("the gzip body ends early")
+        parts.append(part)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)

@@ -127,6 +127,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
         404: "not-found",
         405: "method-not-allowed",
         413: "too-large",
+        415: "unsupported-media-type",
     }
     response = problem(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail))
     for key, value in (exc.headers or {}).items():

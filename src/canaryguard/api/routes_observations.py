@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from canaryguard.api.auth import get_guard, guarded
 from canaryguard.domain.access import Access
 from canaryguard.domain.models import Observation
+from canaryguard.domain.observation_batch import CONTENT_TYPE, BatchFormatError, decode
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.observations import MAX_BATCH
 
@@ -60,7 +61,14 @@ _BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": _inline(ObservationBatchIn.model_json_schema())}
+            "application/json": {"schema": _inline(ObservationBatchIn.model_json_schema())},
+            CONTENT_TYPE: {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "the compact batch of docs/client.md (what the SDK sends)",
+                }
+            },
         },
     }
 }
@@ -76,8 +84,23 @@ _BODY = {
     openapi_extra=_BODY,
 )
 async def report(request: Request, guard: Guard) -> IngestOut:
-    """Merge a batch of per-second aggregates (``Content-Encoding: gzip`` accepted). The whole
-    batch is refused, naming the bad entry, when one entry is wrong."""
+    """Merge a batch of per-second aggregates: JSON, or the compact binary batch
+    (``Content-Type: application/vnd.canaryguard.observations``); ``Content-Encoding: gzip``
+    accepted. The whole batch is refused, naming the bad entry, when one entry is wrong."""
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media_type.lower() == CONTENT_TYPE:
+        try:
+            batch = decode(await request.body(), max_rows=MAX_BATCH)
+        except BatchFormatError as exc:
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("body",), "msg": str(exc)}]
+            ) from exc
+        result = await guard.observations.ingest_columns(batch)
+        return IngestOut(accepted=result.accepted, duplicate=result.duplicate)
+    if media_type.lower() not in ("application/json", ""):
+        raise HTTPException(
+            415, f"observations come as application/json or {CONTENT_TYPE}, not {media_type}"
+        )
     # parsed and validated in one pass from the raw bytes (pydantic's JSON parser): about half
     # the CPU of decoding to Python objects first, on the busiest endpoint of the server
     try:

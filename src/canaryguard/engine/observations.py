@@ -21,6 +21,7 @@ from canaryguard.domain.assignment import Variant
 from canaryguard.domain.errors import InvalidInput, NotFound
 from canaryguard.domain.judge import snapshot_of
 from canaryguard.domain.models import Deployment, MetricsSnapshot, Observation
+from canaryguard.domain.observation_batch import ObservationColumns
 from canaryguard.domain.windows import WindowStore
 from canaryguard.engine.unit import Ports
 
@@ -104,26 +105,43 @@ class ObservationService:
             raise InvalidInput(
                 f"a batch holds at most {MAX_BATCH} observations, got {len(observations)}"
             )
-        if batch_id is not None and not _BATCH_ID.match(batch_id):
-            raise InvalidInput("batch_id is 1-64 letters, digits, '_' or '-'")
-        now = self._ports.clock.now()
-        earliest, latest = (now - PAST_LIMIT).timestamp(), (now + FUTURE_LIMIT).timestamp()
-        names: set[str] = set()
         for index, observation in enumerate(observations):
             problem = observation.inconsistency()
             if problem is not None:
                 raise InvalidInput(f"observation {index}: {problem}")
-            if not earliest <= observation.second <= latest:
-                raise InvalidInput(
-                    f"observation {index}: second {observation.second} is more than 7 days old "
-                    "or more than 5 minutes ahead of the server's clock"
-                )
-            names.add(observation.deployment)
-        await self._check_known(names)
-        if batch_id is not None and await self._seen(batch_id, now):
+        seconds = [observation.second for observation in observations]
+        names = {observation.deployment for observation in observations}
+        if await self._admit(seconds, names, batch_id):
             return IngestResult(accepted=len(observations), duplicate=True)
         self._windows.add_observations(observations)
         return IngestResult(accepted=len(observations), duplicate=False)
+
+    async def ingest_columns(self, batch: ObservationColumns) -> IngestResult:
+        """Merge a decoded compact batch (``domain.observation_batch``): the same checks and
+        the same result as ``ingest``, at a fraction of the cost per entry."""
+        if len(batch) > MAX_BATCH:
+            raise InvalidInput(f"a batch holds at most {MAX_BATCH} observations, got {len(batch)}")
+        names = {batch.names[index] for index in set(batch.deployment)}
+        if await self._admit(batch.second, names, batch.batch_id):
+            return IngestResult(accepted=len(batch), duplicate=True)
+        self._windows.add_columns(batch)
+        return IngestResult(accepted=len(batch), duplicate=False)
+
+    async def _admit(self, seconds: Sequence[int], names: set[str], batch_id: str | None) -> bool:
+        """Check what a batch's entries share (their seconds, deployments and batch id); True
+        when the batch was merged before."""
+        if batch_id is not None and not _BATCH_ID.match(batch_id):
+            raise InvalidInput("batch_id is 1-64 letters, digits, '_' or '-'")
+        now = self._ports.clock.now()
+        earliest, latest = (now - PAST_LIMIT).timestamp(), (now + FUTURE_LIMIT).timestamp()
+        if seconds and not (earliest <= min(seconds) and max(seconds) <= latest):
+            index = next(i for i, s in enumerate(seconds) if not earliest <= s <= latest)
+            raise InvalidInput(
+                f"observation {index}: second {seconds[index]} is more than 7 days old "
+                "or more than 5 minutes ahead of the server's clock"
+            )
+        await self._check_known(names)
+        return batch_id is not None and await self._seen(batch_id, now)
 
     async def _check_known(self, names: set[str]) -> None:
         unknown = names - self._known
