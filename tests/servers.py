@@ -37,6 +37,7 @@ class RunningServer:
     admin_token: str
     settings: Settings
     messages: list[str]
+    process: subprocess.Popen[bytes] | None = None  # with server_process: to kill it
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.admin_token}"}
@@ -143,12 +144,17 @@ def server_process(data_dir: Path, db_url: str | None = None) -> Iterator[Runnin
             time.sleep(0.05)
         token = (data_dir / "admin-token").read_text().strip()
         yield RunningServer(
-            url=url, admin_token=token, settings=Settings(data_dir=data_dir), messages=[]
+            url=url,
+            admin_token=token,
+            settings=Settings(data_dir=data_dir),
+            messages=[],
+            process=process,
         )
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        if process.poll() is None:  # not killed by the test
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)

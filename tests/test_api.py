@@ -283,6 +283,16 @@ def test_metrics_endpoint_reports_the_evidence_against_a_judged_canary(
     assert f'canaryguard_detector_e_value{{deployment="{NAME}",test="errors"}}' in text
 
 
+def test_the_only_server_on_its_database_leads(server: RunningServer) -> None:
+    with server.client() as client:
+        deadline = time.monotonic() + 20
+        text = client.get("/metrics").text
+        while "canaryguard_controller_leader 1.0" not in text and time.monotonic() < deadline:
+            time.sleep(0.2)  # the first monitor tick claims the lease
+            text = client.get("/metrics").text
+    assert "canaryguard_controller_leader 1.0" in text
+
+
 def test_health_and_readiness(server: RunningServer) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server.url}/readyz").json() == {"status": "ready"}

@@ -67,6 +67,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         exporter.start()
+        guard.lead()
         tasks = [
             asyncio.create_task(_housekeeping(guard)),
             asyncio.create_task(_flushing(guard)),

@@ -48,6 +48,7 @@ class _StoreCollector(Collector):
         self.evidence: list[tuple[str, str, float]] = []  # deployment, test, e-value
         self.last_rollback: float | None = None
         self.bus_dropped = 0
+        self.leader: float | None = None  # None: this process takes no part in the election
 
     def collect(self):  # type: ignore[no-untyped-def]  # the Collector protocol is untyped
         rollbacks = CounterMetricFamily(
@@ -108,6 +109,13 @@ class _StoreCollector(Collector):
         )
         dropped.add_metric([], self.bus_dropped)
         yield dropped
+        if self.leader is not None:
+            leader = GaugeMetricFamily(
+                "canaryguard_controller_leader",
+                "1 when this process holds the controller lease (runs the monitor and executor)",
+            )
+            leader.add_metric([], self.leader)
+            yield leader
 
 
 class MetricsExporter:
@@ -144,6 +152,8 @@ class MetricsExporter:
         self._store.last_rollback = last.timestamp() if last is not None else None
         bus = guard.ports.bus
         self._store.bus_dropped = bus.dropped_total
+        leadership = guard.leadership
+        self._store.leader = None if leadership is None else float(leadership.is_leader)
         self._subscribers.set(bus.subscriber_count)
 
     def start(self) -> None:

@@ -8,6 +8,7 @@
     ├── NotFound                     an unknown deployment, policy, version, snapshot or rollback
     ├── AlreadyExists                a name or version that is taken
     ├── Conflict                     a stale revision, or an operation that collides with another
+    │   └── NotLeader                a controller replica acting without the controller lease
     ├── NotAllowed                   not for this caller (e.g. confirming one's own rollback)
     ├── IllegalTransition            an action the deployment's state does not allow
     ├── IntegrityError               a stored record fails its check (tampered, foreign, wrong key)
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidInput",
     "NotAllowed",
     "NotFound",
+    "NotLeader",
     "RollbackFailedError",
     "SchemaViolation",
     "Unavailable",
@@ -67,6 +69,10 @@ class Conflict(CanaryGuardError):
     def __init__(self, message: str, *, current_revision: int | None = None) -> None:
         super().__init__(message)
         self.current_revision = current_revision
+
+
+class NotLeader(Conflict):
+    """This replica does not hold the controller lease (any more): another one acts."""
 
 
 class NotAllowed(CanaryGuardError):

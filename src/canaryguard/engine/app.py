@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from canaryguard.domain.models import RollbackRecord
 from canaryguard.engine.audit import AuditService
 from canaryguard.engine.deployments import DeploymentService
 from canaryguard.engine.events import EventFeed
-from canaryguard.engine.executor import RollbackExecutor
-from canaryguard.engine.monitor import Monitor
+from canaryguard.engine.executor import EXECUTOR_ACTOR, RollbackExecutor
+from canaryguard.engine.leadership import TTL, Leadership
+from canaryguard.engine.monitor import MONITOR_ACTOR, Monitor
 from canaryguard.engine.observations import ObservationService
 from canaryguard.engine.policies import PolicyService
 from canaryguard.engine.rollback import RollbackManager
@@ -40,6 +43,7 @@ class CanaryGuard:
             ports, self.rollbacks, executor=self.executor, extensions=ports.extensions
         )
         self.tokens = TokenService(ports)
+        self.leadership: Leadership | None = None
         self.notices: list[str] = []
 
     async def _start_confirmed_staged(self, pending: RollbackRecord, actor: str) -> RollbackRecord:
@@ -65,9 +69,23 @@ class CanaryGuard:
         count = await self.snapshots.reencrypt(actor=actor)
         return key_id, count
 
+    def lead(self, *, ttl: timedelta = TTL) -> Leadership:
+        """Run the monitor and the executor only while this process holds the controller lease
+        (what ``serve`` does, so several replicas can share one database: invariant 5)."""
+        if self.leadership is None:
+            self.leadership = Leadership(
+                self.ports, fenced_actors=frozenset({MONITOR_ACTOR, EXECUTOR_ACTOR}), ttl=ttl
+            )
+            self.monitor.leadership = self.executor.leadership = self.leadership
+            self.ports.fences.append(self.leadership.fence)
+        return self.leadership
+
     async def close(self) -> None:
-        """Flush observations not yet written, and close the store."""
+        """Flush observations not yet written, hand the controller lease over, and close the
+        store."""
         try:
             await self.observations.flush()
+            if self.leadership is not None:
+                await self.leadership.release()
         finally:
             await self.ports.store.close()

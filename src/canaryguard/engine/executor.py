@@ -31,6 +31,7 @@ from canaryguard.domain.errors import (
     InvalidInput,
     NotAllowed,
     NotFound,
+    NotLeader,
     RollbackFailedError,
 )
 from canaryguard.domain.events import RollbackCompleted, RollbackFailed, RollbackProgress
@@ -48,6 +49,7 @@ from canaryguard.domain.models import (
     VariantMetrics,
 )
 from canaryguard.domain.states import Action, check_transition
+from canaryguard.engine.leadership import Leadership
 from canaryguard.engine.rollback import RollbackManager, carried, save
 from canaryguard.engine.unit import Ports, Unit, check_text, load_for_write, new_id, unit_of_work
 
@@ -94,6 +96,9 @@ class RollbackExecutor:
         self._ports = ports
         self._manager = manager
         self._wake = asyncio.Event()
+        # with several replicas, only the holder of the controller lease takes steps (the
+        # monitor's tick renews the lease)
+        self.leadership: Leadership | None = None
 
     async def start(
         self,
@@ -230,6 +235,8 @@ class RollbackExecutor:
 
     async def step_due(self) -> list[RollbackRecord]:
         """Take the next step of every running staged rollback whose step is due."""
+        if self.leadership is not None and not self.leadership.is_leader:
+            return []
         now = self._ports.clock.now()
         async with self._ports.store.read() as tx:
             running = await tx.rollbacks.running_staged()
@@ -250,6 +257,8 @@ class RollbackExecutor:
                 if record.next_step_at is not None and unit.now < record.next_step_at:
                     return None  # another executor took this step
                 return await self._advance(unit, record)
+        except NotLeader:
+            return None  # the lease went to another replica: its executor takes the step
         except Exception as exc:
             return await self._step_failed(rollback_id, exc)
 

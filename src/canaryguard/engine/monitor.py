@@ -31,6 +31,7 @@ from canaryguard.domain.models import (
     RollbackMode,
 )
 from canaryguard.engine.executor import RollbackExecutor
+from canaryguard.engine.leadership import Leadership
 from canaryguard.engine.rollback import RollbackManager
 from canaryguard.engine.unit import Ports, unit_of_work
 
@@ -92,6 +93,8 @@ class Monitor:
         self.extensions: dict[str, Extension] = dict(extensions or {})
         self._watches: dict[str, Watch] = {}
         self.decisions: list[Decision] = []
+        # with several replicas, only the holder of the controller lease judges and acts
+        self.leadership: Leadership | None = None
 
     def watches(self) -> dict[str, Watch]:
         """Every canary run under judgement, by deployment."""
@@ -112,7 +115,11 @@ class Monitor:
 
     async def tick(self) -> list[Decision]:
         """Judge every active canary once (and expire unconfirmed manual rollbacks); returns the
-        decisions taken in this tick."""
+        decisions taken in this tick. A replica without the controller lease does nothing (its
+        watches are dropped: the leader's evidence is the leader's)."""
+        if self.leadership is not None and not await self.leadership.hold():
+            self._watches.clear()
+            return []
         await self._rollbacks.expire_due()
         now = self._ports.clock.now()
         async with self._ports.store.read() as tx:

@@ -34,6 +34,7 @@ __all__ = [
     "EventBus",
     "EventLog",
     "KeyRing",
+    "LeaseRepo",
     "ObservationRepo",
     "PolicyRepo",
     "RollbackRepo",
@@ -218,6 +219,24 @@ class TokenRepo(Protocol):
     async def count(self) -> int: ...
 
 
+class LeaseRepo(Protocol):
+    """Leases with a fencing token: at most one holder at a time, taken over once expired."""
+
+    async def claim(self, name: str, *, holder: str, now: datetime, until: datetime) -> int | None:
+        """Take or renew lease ``name`` for ``holder`` until ``until``; its epoch (the fencing
+        token: renewing keeps it, a takeover of an expired lease raises it), or None when
+        another holder's lease has not expired."""
+        ...
+
+    async def holder(self, name: str) -> tuple[str, int] | None:
+        """The lease's holder and epoch, locked against a takeover until the transaction ends."""
+        ...
+
+    async def release(self, name: str, *, holder: str, at: datetime) -> None:
+        """Let the lease expire at ``at`` if ``holder`` holds it (a clean stop hands over)."""
+        ...
+
+
 class Transaction(Protocol):
     """One database transaction, with a repository per kind of record."""
 
@@ -237,6 +256,8 @@ class Transaction(Protocol):
     def observations(self) -> ObservationRepo: ...
     @property
     def tokens(self) -> TokenRepo: ...
+    @property
+    def leases(self) -> LeaseRepo: ...
 
 
 class Store(Protocol):

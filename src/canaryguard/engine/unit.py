@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +29,9 @@ MAX_ACTOR = 128
 MAX_TEXT = 2_000
 
 
+Fence = Callable[[Transaction, str], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Ports:
     """The adapters the engine runs on, filled in by the composition root."""
@@ -44,6 +47,9 @@ class Ports:
     # Held from before a change's transaction until its events are published, so this process
     # publishes events in commit (= sequence) order; the database serialises the writes anyway.
     publish_order: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    # Checks run first in every change's transaction, given it and the actor: the controller
+    # lease's fencing (``engine.leadership``), added when a server leads.
+    fences: list[Fence] = field(default_factory=list, repr=False, compare=False)
 
 
 @dataclass
@@ -99,6 +105,8 @@ async def unit_of_work(ports: Ports, actor: str) -> AsyncIterator[Unit]:
     actor = check_actor(actor)
     async with ports.publish_order:
         async with ports.store.write() as tx:
+            for fence in ports.fences:
+                await fence(tx, actor)
             unit = Unit(tx=tx, now=ports.clock.now(), actor=actor)
             yield unit
         ports.bus.publish(unit.records)

@@ -29,6 +29,7 @@ from canaryguard.adapters.store.audit import SqlAuditLog
 from canaryguard.adapters.store.deployments import SqlDeploymentRepo
 from canaryguard.adapters.store.events import SqlEventLog
 from canaryguard.adapters.store.inline_sqlite import BUSY_MS, Checkpointer, inline_connector
+from canaryguard.adapters.store.leases import SqlLeaseRepo
 from canaryguard.adapters.store.observations import SqlObservationRepo
 from canaryguard.adapters.store.policies import SqlPolicyRepo
 from canaryguard.adapters.store.rollbacks import SqlRollbackRepo
@@ -57,6 +58,7 @@ class SqlTransaction:
     audit: SqlAuditLog
     observations: SqlObservationRepo
     tokens: SqlTokenRepo
+    leases: SqlLeaseRepo
 
     @classmethod
     def on(
@@ -71,6 +73,7 @@ class SqlTransaction:
             audit=SqlAuditLog(conn, head=audit_head),
             observations=SqlObservationRepo(conn),
             tokens=SqlTokenRepo(conn),
+            leases=SqlLeaseRepo(conn),
         )
 
 

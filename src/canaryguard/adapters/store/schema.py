@@ -18,6 +18,7 @@ __all__ = [
     "api_tokens",
     "audit_head",
     "audit_log",
+    "controller_leases",
     "deployments",
     "event_log",
     "metadata",
@@ -195,6 +196,17 @@ api_tokens = sa.Table(
     sa.Column("created_by", sa.String(128), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# The controller lease: the one replica that runs the monitor and the rollback executor, and the
+# fencing token (epoch) it acts under; a replica that takes over an expired lease bumps it.
+controller_leases = sa.Table(
+    "controller_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("epoch", BigInt, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
 )
 
 # Batch ids already merged, so a client that retries a batch is not counted twice.

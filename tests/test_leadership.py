@@ -1,0 +1,195 @@
+"""Several replicas on one database: exactly one holds the controller lease and acts; the others
+take over when it lapses, and a replica whose lease lapsed cannot act (fencing). Invariant 5."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from canaryguard.adapters.clock import ManualClock
+from canaryguard.adapters.crypto import AesGcmKeyRing
+from canaryguard.domain.errors import NotLeader
+from canaryguard.domain.histogram import bucket_for
+from canaryguard.domain.models import DeploymentState, RollbackKind, RollbackStatus
+from canaryguard.engine.app import CanaryGuard
+from canaryguard.engine.executor import EXECUTOR_ACTOR
+from canaryguard.engine.leadership import TTL
+from canaryguard.engine.monitor import MONITOR_ACTOR
+from canaryguard.engine.unit import unit_of_work
+from canaryguard.wiring import Settings, open_canaryguard
+from tests.helpers import ACTOR
+from tests.servers import RunningServer, server_process
+from tests.test_monitor import NAME, start
+
+LAPSE = TTL.total_seconds() + 1
+
+
+@pytest.fixture
+async def other(
+    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> AsyncIterator[CanaryGuard]:
+    """A second replica on the same database and clock."""
+    guard = await open_canaryguard(
+        Settings(data_dir=tmp_path / "other", db_url=db_url), clock=clock, keys=keys
+    )
+    yield guard
+    await guard.close()
+
+
+async def test_the_first_replica_to_claim_leads_and_the_other_does_not(
+    app: CanaryGuard, other: CanaryGuard
+) -> None:
+    assert await app.lead().hold() is True
+    assert await other.lead().hold() is False
+    assert (app.lead().is_leader, other.lead().is_leader) == (True, False)
+
+
+async def test_renewing_the_lease_keeps_its_epoch(app: CanaryGuard, clock: ManualClock) -> None:
+    leadership = app.lead()
+    await leadership.hold()
+    clock.advance(LAPSE)  # even late, the holder keeps its epoch while no one took over
+    await leadership.hold()
+    assert leadership.epoch == 1
+
+
+async def test_an_expired_lease_is_taken_over_with_a_higher_epoch(
+    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+) -> None:
+    await app.lead().hold()
+    clock.advance(LAPSE)
+    assert await other.lead().hold() is True
+    assert other.lead().epoch == 2
+    assert await app.lead().hold() is False
+
+
+async def test_a_replica_whose_lease_was_taken_over_cannot_roll_back(
+    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+) -> None:
+    await start(app)
+    await app.lead().hold()
+    clock.advance(LAPSE)
+    await other.lead().hold()
+    before = await app.deployments.get(NAME)
+    with pytest.raises(NotLeader, match="held by"):
+        await app.rollbacks.rollback(
+            NAME, reason="stale leader", actor=MONITOR_ACTOR, kind=RollbackKind.AUTO
+        )
+    assert await app.deployments.get(NAME) == before
+    assert await app.rollbacks.list(deployment=NAME) == []
+
+
+async def test_an_operator_may_act_on_any_replica(app: CanaryGuard, other: CanaryGuard) -> None:
+    await start(app)
+    await app.lead().hold()
+    other.lead()
+    record = await other.rollbacks.rollback(NAME, reason="by hand", actor=ACTOR)
+    assert record.status is RollbackStatus.COMPLETED
+
+
+async def test_a_controller_change_without_any_lease_is_refused(app: CanaryGuard) -> None:
+    app.lead()  # leading is asked for, but never claimed
+    with pytest.raises(NotLeader, match="not held"):
+        async with unit_of_work(app.ports, EXECUTOR_ACTOR):
+            pass
+
+
+async def record_second(guard: CanaryGuard, revision: int, *, canary_errors: int) -> None:
+    at = guard.ports.clock.now()
+    for variant, requests, errors in (("stable", 900, 9), ("canary", 100, canary_errors)):
+        await guard.observations.record(
+            NAME,
+            variant,
+            at=at,
+            revision=revision,
+            requests=requests,
+            errors=errors,
+            latency_sum_ms=requests * 50.0,
+            latency_max_ms=50.0,
+            histogram={bucket_for(50.0): requests},
+        )
+
+
+async def test_only_the_leading_replica_rolls_a_bad_canary_back(
+    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+) -> None:
+    revision = await start(app)
+    other.lead()
+    await other.monitor.tick()  # the first replica to tick claims the lease
+    app.lead()
+    follower_decisions = []
+    for _ in range(30):  # the same bad traffic reaches both; each ticks its monitor every second
+        for guard in (app, other):
+            await record_second(guard, revision, canary_errors=5)
+        clock.advance(1)
+        follower_decisions += await app.monitor.tick()
+        await other.monitor.tick()
+    deployment = await app.deployments.get(NAME)
+    assert deployment.state is DeploymentState.ROLLED_BACK
+    assert follower_decisions == []
+    assert len(other.monitor.decisions) == 1
+    assert [r.actor for r in await app.rollbacks.list(deployment=NAME)] == [MONITOR_ACTOR]
+
+
+async def test_a_follower_executor_leaves_due_steps_to_the_leader(
+    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+) -> None:
+    await start(app)
+    await app.deployments.configure(
+        NAME,
+        changes={"staged_rollback": {"stages": [{"name": "stable", "target_percentage": 0}]}},
+        actor=ACTOR,
+    )
+    await app.lead().hold()
+    other.lead()
+    record = await other.executor.start(NAME, reason="in stages", actor=ACTOR)
+    clock.advance(60)
+    await app.lead().hold()  # renewed by the leader's monitor tick, every second in a server
+    assert await other.executor.step_due() == []
+    stepped = await app.executor.step_due()
+    assert [r.id for r in stepped] == [record.id]
+
+
+async def test_a_clean_stop_hands_the_lease_over_at_once(
+    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path, other: CanaryGuard
+) -> None:
+    first = await open_canaryguard(
+        Settings(data_dir=tmp_path / "first", db_url=db_url), clock=clock, keys=keys
+    )
+    await first.lead().hold()
+    await first.close()
+    assert await other.lead().hold() is True
+    assert other.lead().epoch == 2
+
+
+def leads(server: RunningServer) -> bool:
+    with server.client() as client:
+        return "canaryguard_controller_leader 1.0" in client.get("/metrics").text
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_when_the_leading_process_dies_another_takes_over(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db_url = None if backend == "sqlite" else request.getfixturevalue("pg_schema")
+    data_dir = tmp_path / "data"  # shared: the database (SQLite), keys and admin token
+    with server_process(data_dir, db_url) as first:
+        assert wait_for(lambda: leads(first), 20)
+        with server_process(data_dir, db_url) as second:
+            time.sleep(2)  # a few ticks: the second replica tries and does not get the lease
+            assert not leads(second)
+            assert first.process is not None
+            first.process.kill()  # kill -9: no hand-over, the lease has to run out
+            first.process.wait(10)
+            assert wait_for(lambda: leads(second), TTL.total_seconds() + 10)
