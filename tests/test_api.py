@@ -437,26 +437,26 @@ def test_a_retried_batch_is_counted_once(server: RunningServer) -> None:
     assert status["metrics"]["canary"]["requests"] == 20
 
 
+def post_gzip_json(client: httpx.Client, body: bytes) -> httpx.Response:
+    return client.post(
+        "/api/v1/observations",
+        content=body,
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
+
+
 def test_gzip_compressed_batches_are_accepted(server: RunningServer) -> None:
     body = gzip.compress(json.dumps(observations_batch(5)).encode())
     with server.client() as client:
         setup_canary(client)
-        response = client.post(
-            "/api/v1/observations",
-            content=body,
-            headers={"content-type": "application/json", "content-encoding": "gzip"},
-        )
+        response = post_gzip_json(client, body)
     assert (response.status_code, response.json()["accepted"]) == (202, 5)
 
 
 def test_a_gzip_bomb_is_refused(server: RunningServer) -> None:
     bomb = gzip.compress(b'{"observations": [' + b" " * 20_000_000 + b"]}")
     with server.client() as client:
-        response = client.post(
-            "/api/v1/observations",
-            content=bomb,
-            headers={"content-type": "application/json", "content-encoding": "gzip"},
-        )
+        response = post_gzip_json(client, bomb)
     assert response.status_code == 413
 
 
@@ -566,11 +566,7 @@ def test_a_body_of_several_gzip_members_is_inflated_whole(server: RunningServer)
     body = gzip.compress(raw[:10]) + gzip.compress(raw[10:])
     with server.client() as client:
         setup_canary(client)
-        response = client.post(
-            "/api/v1/observations",
-            content=body,
-            headers={"content-type": "application/json", "content-encoding": "gzip"},
-        )
+        response = post_gzip_json(client, body)
     assert (response.status_code, response.json()["accepted"]) == (202, 4)
 
 
@@ -578,11 +574,7 @@ def test_a_gzip_body_cut_short_is_refused(server: RunningServer) -> None:
     body = gzip.compress(json.dumps(observations_batch(4)).encode())
     with server.client() as client:
         setup_canary(client)
-        response = client.post(
-            "/api/v1/observations",
-            content=body[: len(body) // 2],
-            headers={"content-type": "application/json", "content-encoding": "gzip"},
-        )
+        response = post_gzip_json(client, body[: len(body) // 2])
         counted = canary_requests(client)
     assert response.status_code == 400
     assert counted == 0

@@ -12,7 +12,6 @@ import pytest
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.domain.errors import NotLeader
-from canaryguard.domain.histogram import bucket_for
 from canaryguard.domain.models import DeploymentState, RollbackKind, RollbackStatus
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.executor import EXECUTOR_ACTOR
@@ -22,7 +21,7 @@ from canaryguard.engine.unit import unit_of_work
 from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR
 from tests.servers import RunningServer, server_process
-from tests.test_monitor import NAME, start
+from tests.test_monitor import NAME, record_second, start
 
 LAPSE = TTL.total_seconds() + 1
 
@@ -96,22 +95,6 @@ async def test_a_controller_change_without_any_lease_is_refused(app: CanaryGuard
             pass
 
 
-async def record_second(guard: CanaryGuard, revision: int, *, canary_errors: int) -> None:
-    at = guard.ports.clock.now()
-    for variant, requests, errors in (("stable", 900, 9), ("canary", 100, canary_errors)):
-        await guard.observations.record(
-            NAME,
-            variant,
-            at=at,
-            revision=revision,
-            requests=requests,
-            errors=errors,
-            latency_sum_ms=requests * 50.0,
-            latency_max_ms=50.0,
-            histogram={bucket_for(50.0): requests},
-        )
-
-
 async def test_only_the_leading_replica_rolls_a_bad_canary_back(
     app: CanaryGuard, other: CanaryGuard, clock: ManualClock
 ) -> None:
@@ -122,7 +105,7 @@ async def test_only_the_leading_replica_rolls_a_bad_canary_back(
     follower_decisions = []
     for _ in range(30):  # the same bad traffic reaches both; each ticks its monitor every second
         for guard in (app, other):
-            await record_second(guard, revision, canary_errors=5)
+            await record_second(guard, revision=revision, canary_errors=5)
         clock.advance(1)
         follower_decisions += await app.monitor.tick()
         await other.monitor.tick()

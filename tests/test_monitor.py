@@ -26,6 +26,33 @@ async def start(app: CanaryGuard, **config: Any) -> int:
     return deployment.revision
 
 
+async def record_second(
+    app: CanaryGuard,
+    *,
+    revision: int,
+    canary_errors: int,
+    stable_errors: int = 9,
+    canary_latency: float = 50.0,
+) -> None:
+    """One second (the clock's current one) of 900 stable and 100 canary requests."""
+    at = app.ports.clock.now()
+    for variant, requests, errors, latency in (
+        ("stable", 900, stable_errors, 50.0),
+        ("canary", 100, canary_errors, canary_latency),
+    ):
+        await app.observations.record(
+            NAME,
+            variant,
+            at=at,
+            revision=revision,
+            requests=requests,
+            errors=errors,
+            latency_sum_ms=requests * latency,
+            latency_max_ms=latency,
+            histogram={bucket_for(latency): requests},
+        )
+
+
 async def traffic(
     app: CanaryGuard,
     seconds: int,
@@ -40,22 +67,13 @@ async def traffic(
     assert isinstance(clock, ManualClock)
     decisions = []
     for _ in range(seconds):
-        at = clock.now()
-        for variant, requests, errors, latency in (
-            ("stable", 900, stable_errors, 50.0),
-            ("canary", 100, canary_errors, canary_latency),
-        ):
-            await app.observations.record(
-                NAME,
-                variant,
-                at=at,
-                revision=revision,
-                requests=requests,
-                errors=errors,
-                latency_sum_ms=requests * latency,
-                latency_max_ms=latency,
-                histogram={bucket_for(latency): requests},
-            )
+        await record_second(
+            app,
+            revision=revision,
+            canary_errors=canary_errors,
+            stable_errors=stable_errors,
+            canary_latency=canary_latency,
+        )
         clock.advance(1)
         decisions += await app.monitor.tick()
     return decisions
