@@ -95,6 +95,18 @@ async def app(
     await guard.close()
 
 
+@pytest.fixture
+async def other_replica(
+    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> AsyncIterator[CanaryGuard]:
+    """A second replica on the same database, clock and keys as ``app``."""
+    guard = await open_canaryguard(
+        Settings(data_dir=tmp_path / "other", db_url=db_url), clock=clock, keys=keys
+    )
+    yield guard
+    await guard.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
     """A real canaryguard server on loopback: the embedded default, or PostgreSQL."""

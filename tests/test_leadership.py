@@ -4,7 +4,7 @@ take over when it lapses, and a replica whose lease lapsed cannot act (fencing).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,24 +26,12 @@ from tests.test_monitor import NAME, record_second, start
 LAPSE = TTL.total_seconds() + 1
 
 
-@pytest.fixture
-async def other(
-    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
-) -> AsyncIterator[CanaryGuard]:
-    """A second replica on the same database and clock."""
-    guard = await open_canaryguard(
-        Settings(data_dir=tmp_path / "other", db_url=db_url), clock=clock, keys=keys
-    )
-    yield guard
-    await guard.close()
-
-
 async def test_the_first_replica_to_claim_leads_and_the_other_does_not(
-    app: CanaryGuard, other: CanaryGuard
+    app: CanaryGuard, other_replica: CanaryGuard
 ) -> None:
     assert await app.lead().hold() is True
-    assert await other.lead().hold() is False
-    assert (app.lead().is_leader, other.lead().is_leader) == (True, False)
+    assert await other_replica.lead().hold() is False
+    assert (app.lead().is_leader, other_replica.lead().is_leader) == (True, False)
 
 
 async def test_renewing_the_lease_keeps_its_epoch(app: CanaryGuard, clock: ManualClock) -> None:
@@ -55,22 +43,22 @@ async def test_renewing_the_lease_keeps_its_epoch(app: CanaryGuard, clock: Manua
 
 
 async def test_an_expired_lease_is_taken_over_with_a_higher_epoch(
-    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+    app: CanaryGuard, other_replica: CanaryGuard, clock: ManualClock
 ) -> None:
     await app.lead().hold()
     clock.advance(LAPSE)
-    assert await other.lead().hold() is True
-    assert other.lead().epoch == 2
+    assert await other_replica.lead().hold() is True
+    assert other_replica.lead().epoch == 2
     assert await app.lead().hold() is False
 
 
 async def test_a_replica_whose_lease_was_taken_over_cannot_roll_back(
-    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+    app: CanaryGuard, other_replica: CanaryGuard, clock: ManualClock
 ) -> None:
     await start(app)
     await app.lead().hold()
     clock.advance(LAPSE)
-    await other.lead().hold()
+    await other_replica.lead().hold()
     before = await app.deployments.get(NAME)
     with pytest.raises(NotLeader, match="held by"):
         await app.rollbacks.rollback(
@@ -80,11 +68,13 @@ async def test_a_replica_whose_lease_was_taken_over_cannot_roll_back(
     assert await app.rollbacks.list(deployment=NAME) == []
 
 
-async def test_an_operator_may_act_on_any_replica(app: CanaryGuard, other: CanaryGuard) -> None:
+async def test_an_operator_may_act_on_any_replica(
+    app: CanaryGuard, other_replica: CanaryGuard
+) -> None:
     await start(app)
     await app.lead().hold()
-    other.lead()
-    record = await other.rollbacks.rollback(NAME, reason="by hand", actor=ACTOR)
+    other_replica.lead()
+    record = await other_replica.rollbacks.rollback(NAME, reason="by hand", actor=ACTOR)
     assert record.status is RollbackStatus.COMPLETED
 
 
@@ -96,28 +86,28 @@ async def test_a_controller_change_without_any_lease_is_refused(app: CanaryGuard
 
 
 async def test_only_the_leading_replica_rolls_a_bad_canary_back(
-    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+    app: CanaryGuard, other_replica: CanaryGuard, clock: ManualClock
 ) -> None:
     revision = await start(app)
-    other.lead()
-    await other.monitor.tick()  # the first replica to tick claims the lease
+    other_replica.lead()
+    await other_replica.monitor.tick()  # the first replica to tick claims the lease
     app.lead()
     follower_decisions = []
     for _ in range(30):  # the same bad traffic reaches both; each ticks its monitor every second
-        for guard in (app, other):
+        for guard in (app, other_replica):
             await record_second(guard, revision=revision, canary_errors=5)
         clock.advance(1)
         follower_decisions += await app.monitor.tick()
-        await other.monitor.tick()
+        await other_replica.monitor.tick()
     deployment = await app.deployments.get(NAME)
     assert deployment.state is DeploymentState.ROLLED_BACK
     assert follower_decisions == []
-    assert len(other.monitor.decisions) == 1
+    assert len(other_replica.monitor.decisions) == 1
     assert [r.actor for r in await app.rollbacks.list(deployment=NAME)] == [MONITOR_ACTOR]
 
 
 async def test_a_follower_executor_leaves_due_steps_to_the_leader(
-    app: CanaryGuard, other: CanaryGuard, clock: ManualClock
+    app: CanaryGuard, other_replica: CanaryGuard, clock: ManualClock
 ) -> None:
     await start(app)
     await app.deployments.configure(
@@ -126,25 +116,25 @@ async def test_a_follower_executor_leaves_due_steps_to_the_leader(
         actor=ACTOR,
     )
     await app.lead().hold()
-    other.lead()
-    record = await other.executor.start(NAME, reason="in stages", actor=ACTOR)
+    other_replica.lead()
+    record = await other_replica.executor.start(NAME, reason="in stages", actor=ACTOR)
     clock.advance(60)
     await app.lead().hold()  # renewed by the leader's monitor tick, every second in a server
-    assert await other.executor.step_due() == []
+    assert await other_replica.executor.step_due() == []
     stepped = await app.executor.step_due()
     assert [r.id for r in stepped] == [record.id]
 
 
 async def test_a_clean_stop_hands_the_lease_over_at_once(
-    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path, other: CanaryGuard
+    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path, other_replica: CanaryGuard
 ) -> None:
     first = await open_canaryguard(
         Settings(data_dir=tmp_path / "first", db_url=db_url), clock=clock, keys=keys
     )
     await first.lead().hold()
     await first.close()
-    assert await other.lead().hold() is True
-    assert other.lead().epoch == 2
+    assert await other_replica.lead().hold() is True
+    assert other_replica.lead().epoch == 2
 
 
 def leads(server: RunningServer) -> bool:
@@ -176,3 +166,32 @@ def test_when_the_leading_process_dies_another_takes_over(
             first.process.kill()  # kill -9: no hand-over, the lease has to run out
             first.process.wait(10)
             assert wait_for(lambda: leads(second), TTL.total_seconds() + 10)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_outcomes_reported_to_one_process_reach_the_others_status(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db_url = None if backend == "sqlite" else request.getfixturevalue("pg_schema")
+    data_dir = tmp_path / "data"
+    with server_process(data_dir, db_url) as first, server_process(data_dir, db_url) as second:
+        with first.client() as client:
+            client.post("/api/v1/policies/sec/versions", json={"document": {"tls": "1.2"}})
+            client.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"})
+        now = int(time.time())
+        batch = {
+            "batch_id": "b-across",
+            "observations": [
+                {"deployment": NAME, "variant": "stable", "second": now - 1, "requests": 40,
+                 "errors": 2, "latency_sum_ms": 400.0, "latency_max_ms": 20.0}
+            ],
+        }  # fmt: skip
+        with second.client() as client:
+            assert client.post("/api/v1/observations", json=batch).status_code == 202
+
+        def counted() -> bool:
+            with first.client() as client:
+                status = client.get(f"/api/v1/deployments/{NAME}/status").json()
+            return bool(status["metrics"]["stable"]["requests"] == 40)
+
+        assert wait_for(counted, 15)  # flushed by the second within a second, read by the first

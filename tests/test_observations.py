@@ -231,3 +231,54 @@ async def test_migration_0006_goes_down_with_the_data_and_up_again(app: CanaryGu
     assert [(r.revision, r.requests, json.loads(r.histogram)) for r in again] == [
         (0, 20, {"24": 8, "30": 12})
     ]
+
+
+async def test_a_replica_merges_what_another_flushed(
+    app: CanaryGuard, other_replica: CanaryGuard
+) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    await app.observations.ingest([observation(now), observation(now - 1)])
+    await app.observations.flush()
+    merged = await other_replica.observations.follow()
+    assert merged == 2
+    assert await other_replica.observations.summary(NAME) == await app.observations.summary(NAME)
+
+
+async def test_following_again_merges_nothing_twice(
+    app: CanaryGuard, other_replica: CanaryGuard
+) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    await app.observations.ingest([observation(now)])
+    await app.observations.flush()
+    await other_replica.observations.follow()
+    assert await other_replica.observations.follow() == 0
+    await app.observations.ingest([observation(now)])
+    await app.observations.flush()
+    await other_replica.observations.follow()
+    assert (await other_replica.observations.summary(NAME)).canary.requests == 20
+
+
+async def test_a_replica_does_not_merge_its_own_rows_again(app: CanaryGuard) -> None:
+    await seed(app)
+    await app.observations.ingest([observation(int(app.ports.clock.now().timestamp()))])
+    await app.observations.flush()
+    assert await app.observations.follow() == 0
+    assert (await app.observations.summary(NAME)).canary.requests == 10
+
+
+async def test_a_replica_started_later_counts_earlier_rows_once(
+    app: CanaryGuard, db_url: str, tmp_path: Path, clock: ManualClock, keys: AesGcmKeyRing
+) -> None:
+    await seed(app)
+    await app.observations.ingest([observation(int(clock.now().timestamp()))])
+    await app.observations.flush()
+    late = await open_canaryguard(
+        Settings(data_dir=tmp_path / "late", db_url=db_url), clock=clock, keys=keys
+    )
+    try:
+        await late.observations.follow()  # what load() read is not merged again
+        assert (await late.observations.summary(NAME)).canary.requests == 10
+    finally:
+        await late.close()

@@ -149,7 +149,8 @@ async def _housekeeping(guard: CanaryGuard, every: float = 600.0) -> None:
 
 
 async def _flushing(guard: CanaryGuard, every: float = 1.0) -> None:
-    """Append merged observations to the database every second (and once more at the end)."""
+    """Append merged observations to the database every second (and once more at the end),
+    and merge what the other replicas on the database flushed."""
     try:
         while True:
             await asyncio.sleep(every)
@@ -157,6 +158,10 @@ async def _flushing(guard: CanaryGuard, every: float = 1.0) -> None:
                 await guard.observations.flush()
             except Exception:  # the deltas stay in memory and go out with the next flush
                 log.exception("flushing observations failed")
+            try:
+                await guard.observations.follow()
+            except Exception:  # the cursors stay: the next round reads the same rows
+                log.exception("reading other replicas' observations failed")
     finally:
         with contextlib.suppress(Exception):
             await guard.observations.flush()

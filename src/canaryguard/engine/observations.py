@@ -22,7 +22,7 @@ from canaryguard.domain.errors import InvalidInput, NotFound
 from canaryguard.domain.judge import snapshot_of
 from canaryguard.domain.models import Deployment, MetricsSnapshot, Observation
 from canaryguard.domain.observation_batch import ObservationColumns
-from canaryguard.domain.windows import WindowStore
+from canaryguard.domain.windows import RollupKey, SecondStats, WindowStore
 from canaryguard.engine.unit import Ports
 
 __all__ = ["MAX_BATCH", "IngestResult", "ObservationService", "metrics_snapshot"]
@@ -61,6 +61,8 @@ class ObservationService:
         self._known: set[str] = set()  # deployments seen to exist (they are never deleted)
         self._batches: dict[str, datetime] = {}  # batch ids merged here, for retries
         self._unflushed_batches: list[str] = []
+        self._flush_seq = 0  # this replica's flushes so far
+        self._cursors: dict[str, int] = {}  # other replicas' flushes merged here, by node
 
     async def record(
         self,
@@ -176,21 +178,52 @@ class ObservationService:
         batches, self._unflushed_batches = self._unflushed_batches, []
         if not deltas and not batches:
             return 0
+        number = self._flush_seq + 1
         try:
             async with self._ports.store.write(exclusive=False) as tx:
-                await tx.observations.append(list(deltas.items()), node=self.node)
-                await tx.observations.remember_batches(batches, at=self._ports.clock.now())
+                now = self._ports.clock.now()
+                await tx.observations.append(
+                    list(deltas.items()), node=self.node, flush_seq=number, at=now
+                )
+                await tx.observations.remember_batches(batches, at=now)
         except BaseException:
             self._windows.put_back(deltas)
             self._unflushed_batches[:0] = batches
             raise
+        self._flush_seq = number
         return len(deltas)
 
     async def load(self) -> int:
         """Fill the window store from the database (at start); how many rows were read."""
         since = int(self._ports.clock.now().timestamp()) - self._windows.horizon_seconds
-        async with self._ports.store.read() as tx:
+        async with self._ports.store.read() as tx:  # one view: the rows and the flush numbers
             rows = await tx.observations.since(second=since)
+            self._cursors = await tx.observations.nodes()
+        self._merge(rows)
+        return len(rows)
+
+    async def follow(self) -> int:
+        """Merge what other replicas flushed since the last look (called every second by the
+        server), so every replica's window store holds the whole fleet's observations, a flush
+        or so late; how many rows were merged.
+
+        Each replica's flushes are numbered and committed one after the other, and its last
+        number is written in the same transaction as its rows, so the rows up to a number read
+        here are all committed: each is merged exactly once."""
+        async with self._ports.store.read() as tx:
+            latest = await tx.observations.nodes()
+            rows = []
+            for node, number in latest.items():
+                seen = self._cursors.get(node, 0)
+                if node != self.node and number > seen:
+                    rows += await tx.observations.flushed(node, after=seen, upto=number)
+        for node, number in latest.items():
+            if node != self.node:
+                self._cursors[node] = max(number, self._cursors.get(node, 0))
+        self._merge(rows)
+        return len(rows)
+
+    def _merge(self, rows: Sequence[tuple[RollupKey, SecondStats]]) -> None:
         for key, stats in rows:
             self._windows.add(
                 key,
@@ -199,9 +232,8 @@ class ObservationService:
                 latency_sum_ms=stats.latency_sum_ms,
                 latency_max_ms=stats.latency_max_ms,
                 histogram=stats.histogram,
-                flush=False,
+                flush=False,  # already in the database
             )
-        return len(rows)
 
     async def housekeeping(self) -> None:
         """Forget batch ids past the retry horizon and rows past the history horizon, and
@@ -212,6 +244,7 @@ class ObservationService:
         self._windows.prune(int(now.timestamp()) - self._windows.horizon_seconds)
         async with self._ports.store.write(exclusive=False) as tx:
             await tx.observations.forget_batches(before=horizon)
+            await tx.observations.forget_nodes(before=now - HISTORY)
             await tx.observations.prune(before_second=int((now - HISTORY).timestamp()))
 
     async def summary(self, deployment: str) -> MetricsSnapshot:

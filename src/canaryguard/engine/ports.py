@@ -189,8 +189,30 @@ class AuditLog(Protocol):
 class ObservationRepo(Protocol):
     """The per-second rollup in the database: append-only delta rows, summed when read."""
 
-    async def append(self, rows: Sequence[tuple[RollupKey, SecondStats]], *, node: str) -> None:
-        """Append one delta row per key (written by the replica ``node``)."""
+    async def append(
+        self,
+        rows: Sequence[tuple[RollupKey, SecondStats]],
+        *,
+        node: str,
+        flush_seq: int,
+        at: datetime,
+    ) -> None:
+        """Append one delta row per key, written by the replica ``node`` in its flush number
+        ``flush_seq``, and record that flush as the replica's last."""
+        ...
+
+    async def nodes(self) -> dict[str, int]:
+        """Every replica's last committed flush number."""
+        ...
+
+    async def flushed(
+        self, node: str, *, after: int, upto: int
+    ) -> list[tuple[RollupKey, SecondStats]]:
+        """The rows replica ``node`` wrote in its flushes ``after < n <= upto``."""
+        ...
+
+    async def forget_nodes(self, *, before: datetime) -> None:
+        """Forget replicas whose last flush is older than ``before``."""
         ...
 
     async def since(self, *, second: int) -> list[tuple[RollupKey, SecondStats]]:

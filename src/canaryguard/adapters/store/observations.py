@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from canaryguard.adapters.store.schema import observation_batches, observation_rollups
+from canaryguard.adapters.store.schema import (
+    observation_batches,
+    observation_nodes,
+    observation_rollups,
+)
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.windows import RollupKey, SecondStats
 
@@ -18,7 +23,7 @@ __all__ = ["SqlObservationRepo"]
 
 _R = observation_rollups.c
 _APPEND = observation_rollups.insert()
-_SINCE = sa.select(
+_SELECT = sa.select(
     _R.deployment,
     _R.revision,
     _R.variant,
@@ -28,63 +33,105 @@ _SINCE = sa.select(
     _R.latency_sum_ms,
     _R.latency_max_ms,
     _R.histogram,
-).where(_R.second >= sa.bindparam("second"))
+)
+_SINCE = _SELECT.where(_R.second >= sa.bindparam("second"))
+_FLUSHED = _SELECT.where(
+    _R.node == sa.bindparam("node"),
+    _R.flush_seq > sa.bindparam("after"),
+    _R.flush_seq <= sa.bindparam("upto"),
+)
 _SEEN = sa.select(observation_batches.c.batch_id).where(
     observation_batches.c.batch_id == sa.bindparam("batch_id")
 )
+
+
+def _rollups(result: Iterable[Any]) -> list[tuple[RollupKey, SecondStats]]:
+    return [
+        (
+            (deployment, revision, Variant(variant), second),
+            SecondStats(
+                requests=requests,
+                errors=errors,
+                latency_sum_ms=latency_sum,
+                latency_max_ms=latency_max,
+                histogram={int(b): int(c) for b, c in json.loads(histogram).items()},
+            ),
+        )
+        for (
+            deployment,
+            revision,
+            variant,
+            second,
+            requests,
+            errors,
+            latency_sum,
+            latency_max,
+            histogram,
+        ) in result
+    ]
 
 
 class SqlObservationRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def append(self, rows: Sequence[tuple[RollupKey, SecondStats]], *, node: str) -> None:
-        if not rows:
-            return
+    async def append(
+        self,
+        rows: Sequence[tuple[RollupKey, SecondStats]],
+        *,
+        node: str,
+        flush_seq: int,
+        at: datetime,
+    ) -> None:
+        if rows:
+            await self._conn.execute(
+                _APPEND,
+                [
+                    {
+                        "deployment": deployment,
+                        "revision": revision,
+                        "variant": variant.value,
+                        "second": second,
+                        "requests": stats.requests,
+                        "errors": stats.errors,
+                        "latency_sum_ms": stats.latency_sum_ms,
+                        "latency_max_ms": stats.latency_max_ms,
+                        "histogram": json.dumps(stats.histogram, separators=(",", ":")),
+                        "node": node,
+                        "flush_seq": flush_seq,
+                    }
+                    for (deployment, revision, variant, second), stats in rows
+                ],
+            )
+        insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(observation_nodes).values(node=node, flush_seq=flush_seq, flushed_at=at)
         await self._conn.execute(
-            _APPEND,
-            [
-                {
-                    "deployment": deployment,
-                    "revision": revision,
-                    "variant": variant.value,
-                    "second": second,
-                    "requests": stats.requests,
-                    "errors": stats.errors,
-                    "latency_sum_ms": stats.latency_sum_ms,
-                    "latency_max_ms": stats.latency_max_ms,
-                    "histogram": json.dumps(stats.histogram, separators=(",", ":")),
-                    "node": node,
-                }
-                for (deployment, revision, variant, second), stats in rows
-            ],
+            statement.on_conflict_do_update(
+                index_elements=[observation_nodes.c.node],
+                set_={"flush_seq": flush_seq, "flushed_at": at},
+            )
         )
 
     async def since(self, *, second: int) -> list[tuple[RollupKey, SecondStats]]:
-        result = await self._conn.execute(_SINCE, {"second": second})
-        return [
-            (
-                (deployment, revision, Variant(variant), second_),
-                SecondStats(
-                    requests=requests,
-                    errors=errors,
-                    latency_sum_ms=latency_sum,
-                    latency_max_ms=latency_max,
-                    histogram={int(b): int(c) for b, c in json.loads(histogram).items()},
-                ),
-            )
-            for (
-                deployment,
-                revision,
-                variant,
-                second_,
-                requests,
-                errors,
-                latency_sum,
-                latency_max,
-                histogram,
-            ) in result
-        ]
+        return _rollups(await self._conn.execute(_SINCE, {"second": second}))
+
+    async def nodes(self) -> dict[str, int]:
+        result = await self._conn.execute(
+            sa.select(observation_nodes.c.node, observation_nodes.c.flush_seq)
+        )
+        return {str(node): int(seq) for node, seq in result}
+
+    async def flushed(
+        self, node: str, *, after: int, upto: int
+    ) -> list[tuple[RollupKey, SecondStats]]:
+        return _rollups(
+            await self._conn.execute(_FLUSHED, {"node": node, "after": after, "upto": upto})
+        )
+
+    async def forget_nodes(self, *, before: datetime) -> None:
+        await self._conn.execute(
+            observation_nodes.delete().where(observation_nodes.c.flushed_at < before)
+        )
 
     async def seen_batch(self, batch_id: str) -> bool:
         return (await self._conn.execute(_SEEN, {"batch_id": batch_id})).first() is not None

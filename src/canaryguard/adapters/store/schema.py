@@ -23,6 +23,7 @@ __all__ = [
     "event_log",
     "metadata",
     "observation_batches",
+    "observation_nodes",
     "observation_rollups",
     "policy_schemas",
     "policy_versions",
@@ -182,8 +183,21 @@ observation_rollups = sa.Table(
     sa.Column("latency_max_ms", sa.Float, nullable=False),
     sa.Column("histogram", sa.Text, nullable=False),  # JSON {"bucket": count}
     sa.Column("node", sa.String(32), nullable=False),
+    # the writing replica's flush number (null on rows from before migration 0008)
+    sa.Column("flush_seq", BigInt, nullable=True),
     sa.Index("ix_observation_rollups_deployment_second", "deployment", "second"),
     sa.Index("ix_observation_rollups_second", "second"),
+    sa.Index("ix_observation_rollups_node_flush", "node", "flush_seq"),
+)
+
+# Each replica's last committed flush, written in the flush's own transaction: another replica
+# that reads a number here can read every row of that replica up to it (migration 0008).
+observation_nodes = sa.Table(
+    "observation_nodes",
+    metadata,
+    sa.Column("node", sa.String(32), primary_key=True),
+    sa.Column("flush_seq", BigInt, nullable=False),
+    sa.Column("flushed_at", UTCDateTime, nullable=False),
 )
 
 api_tokens = sa.Table(
