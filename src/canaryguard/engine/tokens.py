@@ -19,9 +19,17 @@ def new_secret() -> str:
     return f"cgt_{secrets.token_urlsafe(32)}"
 
 
+REMEMBER_SECONDS = 1.0
+MAX_REMEMBERED = 10_000
+
+
 class TokenService:
-    def __init__(self, ports: Ports) -> None:
+    def __init__(self, ports: Ports, *, remember_seconds: float = REMEMBER_SECONDS) -> None:
         self._ports = ports
+        self.remember_seconds = remember_seconds
+        # digest -> (the token as read, when it was read by the monotonic clock): every request
+        # authenticates, and the busiest clients (the SDK's flushes) would read it every second
+        self._recent: dict[str, tuple[ApiToken | None, float]] = {}
 
     async def create(
         self,
@@ -63,6 +71,7 @@ class TokenService:
             if await unit.tx.tokens.by_digest(token.digest) is not None:
                 raise AlreadyExists("that token is already registered under another name")
             await unit.tx.tokens.insert(token)
+            self._recent.clear()  # it may have been looked up, unknown, a moment ago
             await unit.audit(
                 "token.create",
                 details={"name": name, "role": chosen.value, "expires_at": _iso(token)},
@@ -75,6 +84,7 @@ class TokenService:
             token = await unit.tx.tokens.get(name)
             if token is None:
                 raise NotFound(f"no token named {name!r}")
+            self._recent.clear()  # refused from now on here; other replicas within a second
             if token.revoked_at is None:
                 await unit.tx.tokens.revoke(name, at=unit.now)
                 await unit.audit("token.revoke", details={"name": name})
@@ -86,10 +96,24 @@ class TokenService:
             return await tx.tokens.all()
 
     async def authenticate(self, secret: str) -> ApiToken | None:
-        """The token ``secret`` belongs to, if it exists, is not revoked and has not expired."""
-        async with self._ports.store.read() as tx:
-            token = await tx.tokens.by_digest(token_digest(secret))
-        if token is None or not token.usable_at(self._ports.clock.now()):
+        """The token ``secret`` belongs to, if it exists, is not revoked and has not expired.
+
+        A token read from the database is reused for ``remember_seconds`` (1 s): a revocation
+        through this process takes effect at once, through another replica within that time;
+        expiry is checked on every request."""
+        digest = token_digest(secret)
+        clock = self._ports.clock
+        remembered = self._recent.get(digest)
+        if remembered is not None and clock.monotonic() - remembered[1] < self.remember_seconds:
+            token = remembered[0]
+        else:
+            read_at = clock.monotonic()
+            async with self._ports.store.read() as tx:
+                token = await tx.tokens.by_digest(digest)
+            if len(self._recent) >= MAX_REMEMBERED:
+                self._recent.clear()  # unknown secrets must not grow this without bound
+            self._recent[digest] = (token, read_at)
+        if token is None or not token.usable_at(clock.now()):
             return None
         return token
 
