@@ -122,6 +122,31 @@ def test_over_dispersion_raises_the_dispersion_estimate() -> None:
     assert test.dispersion > 1.5
 
 
+def test_error_rates_drifting_on_both_sides_raise_the_dispersion() -> None:
+    test = SequentialTest("errors", 0.01, DetectorConfig())
+    rng = random.Random(7)
+    for _ in range(30):
+        stable_rate = 0.01 * rng.choice((0.5, 1.5))  # each side's rate jumps block by block
+        canary_rate = 0.01 * rng.choice((0.5, 1.5))
+        for _ in range(10):
+            stable = sum(rng.random() < stable_rate for _ in range(900))
+            canary = sum(rng.random() < canary_rate for _ in range(100))
+            test.update(canary, stable, 100, 900)
+    assert test.dispersion > 3
+
+
+def test_steady_traffic_brings_the_dispersion_down_from_the_prior() -> None:
+    config = DetectorConfig()
+    test = SequentialTest("errors", 0.01, config)
+    assert test.dispersion == pytest.approx(config.prior_dispersion)
+    rng = random.Random(8)
+    for _ in range(300):
+        stable = sum(rng.random() < 0.01 for _ in range(900))
+        canary = sum(rng.random() < 0.01 for _ in range(100))
+        test.update(canary, stable, 100, 900)
+    assert test.dispersion < 1.3
+
+
 def test_bad_configuration_is_refused() -> None:
     with pytest.raises(ValueError, match="alpha"):
         DetectorConfig(alpha=0)

@@ -12,10 +12,12 @@ mixture SPRT), so by Ville's inequality it ever reaches ``1 / alpha`` with proba
 
 Real traffic is over-dispersed: counts wander more than the binomial model says. Each second's
 log likelihood ratio is therefore divided by a dispersion factor ``phi >= 1`` estimated from
-the data *before* that second (Pearson residuals of blocks of seconds, centred so that a real
-shift does not inflate it). Raising a ratio to a power ``1/phi <= 1`` keeps the product a
-supermartingale under the binomial model, and under over-dispersion it restores the size the
-binomial model would have had (quasi-likelihood).
+the data *before* that second: from how much stable's own event rate jumps from one block of
+seconds to the next (the current, unfinished block included), pooled with the spread of the
+canary's Pearson residuals per block (centred, so that a real shift does not inflate it) and
+a prior. Raising a ratio to a power ``1/phi <= 1`` keeps the product a supermartingale under
+the binomial model, and under over-dispersion it restores the size the binomial model would
+have had (quasi-likelihood).
 
 Pure and synchronous: the monitor, ``canaryguard replay`` and ``bench/detection.py`` all feed
 this same code one settled second at a time.
@@ -67,19 +69,24 @@ class DetectorConfig:
     ``alpha`` is the false-rollback budget per canary, spent ``error_share`` on the error test
     and the rest evenly on one latency test per quantile in ``latency_quantiles``. Seconds
     before ``warmup_seconds`` into the canary are not evidence. ``block_seconds`` is the block
-    over which dispersion is estimated; ``prior_blocks`` is how many blocks' worth of belief in
-    ``prior_dispersion`` the estimate starts with.
+    over which dispersion is estimated. The error test starts from ``prior_dispersion``, worth
+    ``prior_blocks`` blocks of data, and bounds the rate drift it measures ``dispersion_z``
+    standard errors up; the latency tests use ``latency_prior_dispersion``,
+    ``latency_prior_blocks`` and ``latency_dispersion_z``.
     """
 
     alpha: float = 0.01
     warmup_seconds: float = 0.0
-    error_share: float = 0.6
+    error_share: float = 0.8
     latency_quantiles: tuple[float, ...] = (0.9, 0.99)
     min_stable_for_latency: int = 200
     block_seconds: int = 10
-    prior_dispersion: float = 1.5
-    prior_blocks: float = 3.0
-    dispersion_z: float = 0.0
+    prior_dispersion: float = 2.1
+    prior_blocks: float = 0.5
+    dispersion_z: float = 0.7
+    latency_prior_dispersion: float = 10.0
+    latency_prior_blocks: float = 0.2
+    latency_dispersion_z: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -90,8 +97,14 @@ class DetectorConfig:
             raise ValueError("error_share below 1 needs at least one latency quantile")
         if any(not 0 < q < 1 for q in self.latency_quantiles):
             raise ValueError("latency quantiles are between 0 and 1")
-        if self.warmup_seconds < 0 or self.block_seconds < 2 or self.prior_dispersion < 1:
-            raise ValueError("warmup >= 0, block_seconds >= 2 and prior_dispersion >= 1")
+        if self.warmup_seconds < 0 or self.block_seconds < 2:
+            raise ValueError("warmup >= 0 and block_seconds >= 2")
+        if min(self.prior_dispersion, self.latency_prior_dispersion) < 1:
+            raise ValueError("prior dispersions are at least 1")
+        if min(self.prior_blocks, self.latency_prior_blocks) <= 0:
+            raise ValueError("prior_blocks and latency_prior_blocks must be above 0")
+        if min(self.dispersion_z, self.latency_dispersion_z) < 0:
+            raise ValueError("dispersion_z and latency_dispersion_z must be at least 0")
 
     def alpha_for(self, test: str) -> float:
         """The part of ``alpha`` that the test named ``test`` may spend."""
@@ -144,16 +157,28 @@ _HEALTHY = Verdict(VerdictKind.HEALTHY)
 
 class SequentialTest:
     """A mixture e-process on "canary events per request are ``r`` times stable's" (r > 1),
-    conditioned on the events of each second, tempered by an estimated dispersion."""
+    conditioned on the events of each second, tempered by an estimated dispersion.
+
+    ``prior``, ``prior_blocks`` and ``z`` default to the error test's settings."""
 
     __slots__ = (
+        "_best",
+        "_block",
         "_block_expected",
         "_block_seen",
         "_block_ticks",
         "_block_variance",
         "_blocks",
         "_config",
+        "_drift",
+        "_drift_noise",
         "_log_lr",
+        "_pairs",
+        "_previous",
+        "_prior",
+        "_prior_blocks",
+        "_variance_sum",
+        "_z",
         "_z_m2",
         "_z_mean",
         "canary_events",
@@ -165,18 +190,36 @@ class SequentialTest:
         "threshold",
     )
 
-    def __init__(self, name: str, alpha: float, config: DetectorConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        alpha: float,
+        config: DetectorConfig,
+        *,
+        prior: float | None = None,
+        prior_blocks: float | None = None,
+        z: float | None = None,
+    ) -> None:
         self.name = name
         self.threshold = 1.0 / alpha
         self._config = config
+        self._prior = config.prior_dispersion if prior is None else prior
+        self._prior_blocks = config.prior_blocks if prior_blocks is None else prior_blocks
+        self._z = config.dispersion_z if z is None else z
         self._log_lr = [0.0] * len(RATIOS)
-        self.dispersion = 1.0
+        self._best = max(_LOG_WEIGHTS)  # the largest weighted term, in logs
+        self.dispersion = max(1.0, self._prior)
         self.canary_events = self.canary_requests = self.stable_events = self.stable_requests = 0
+        # the canary's Pearson residual per block (Welford: spread around their own mean)
         self._blocks = 0
         self._z_mean = self._z_m2 = 0.0
         self._block_seen = self._block_ticks = 0
-        self._block_expected = self._block_variance = 0.0
-        self._estimate_dispersion()
+        self._block_expected = self._block_variance = self._variance_sum = 0.0
+        # stable's events and requests in this block and the last one: the drift of its rate
+        self._block = [0, 0]
+        self._previous: tuple[int, int] | None = None
+        self._drift = self._drift_noise = 0.0
+        self._pairs = 0
 
     def update(self, canary_events: int, stable_events: int, canary_n: int, stable_n: int) -> None:
         """One second: events and requests on each side."""
@@ -184,16 +227,26 @@ class SequentialTest:
         self.stable_events += stable_events
         self.canary_requests += canary_n
         self.stable_requests += stable_n
-        events = canary_events + stable_events
-        if events == 0 or canary_n == 0 or stable_n == 0:
+        if canary_n == 0 or stable_n == 0:
             return  # no information about the ratio (and nothing to temper)
+        events = canary_events + stable_events
+        if events == 0:
+            self._block[1] += stable_n
+            return
+        # the dispersion of this second comes from the seconds before it only (predictable)
+        self.dispersion = phi = self._estimate_dispersion()
         share = canary_n / (canary_n + stable_n)
-        scale = 1.0 / self.dispersion
+        scale = 1.0 / phi
         log_lr = self._log_lr
+        best = -math.inf
         for k, ratio in enumerate(RATIOS):
             log_lr[k] += scale * (
                 canary_events * _LOG_RATIOS[k] - events * math.log1p(share * (ratio - 1.0))
             )
+            best = max(best, _LOG_WEIGHTS[k] + log_lr[k])
+        self._best = best
+        self._block[0] += stable_events
+        self._block[1] += stable_n
         self._block_seen += canary_events
         self._block_expected += events * share
         self._block_variance += events * share * (1.0 - share)
@@ -201,7 +254,22 @@ class SequentialTest:
         if self._block_ticks >= self._config.block_seconds:
             self._close_block()
 
+    def restart_drift(self) -> None:
+        """What counts as an event changed (a new latency threshold): stable's rate before
+        and after are not comparable, so no drift is measured across the change."""
+        self._previous = None
+        self._block = [0, 0]
+
     def _close_block(self) -> None:
+        if self._previous is not None:
+            drift = _drift(self._previous, self._block)
+            if drift is not None:
+                self._drift += drift[0]
+                self._drift_noise += drift[1]
+                self._pairs += 1
+        self._previous = (self._block[0], self._block[1])
+        self._block = [0, 0]
+        self._variance_sum += self._block_variance
         if self._block_variance > 0:
             z = (self._block_seen - self._block_expected) / math.sqrt(self._block_variance)
             # Welford: the spread of the residuals around their own mean, so that a steady
@@ -210,31 +278,56 @@ class SequentialTest:
             delta = z - self._z_mean
             self._z_mean += delta / self._blocks
             self._z_m2 += delta * (z - self._z_mean)
-            self._estimate_dispersion()
         self._block_seen = self._block_ticks = 0
         self._block_expected = self._block_variance = 0.0
 
-    def _estimate_dispersion(self) -> None:
-        # shrunk towards the prior and bias-corrected for few blocks (an upper confidence bound
-        # with dispersion_z > 0): early on, under-estimating dispersion is what would cause
-        # false rollbacks
-        prior, weight = self._config.prior_dispersion, self._config.prior_blocks
-        freedom = weight + max(self._blocks - 1, 0)
-        estimate = (prior * weight + self._z_m2) / freedom
-        bound = estimate * freedom / _chi2_lower(freedom, self._config.dispersion_z)
-        self.dispersion = max(1.0, bound)
+    def _estimate_dispersion(self) -> float:
+        # a weighted average of the prior (worth prior_blocks blocks), the dispersion implied
+        # by stable's rate drift (one weight per pair of consecutive blocks, the unfinished
+        # block counting for its share) and the canary's residuals (one per degree of freedom)
+        drift, noise, pairs = self._drift, self._drift_noise, float(self._pairs)
+        ticks = self._block_ticks
+        previous = self._previous
+        if previous is not None and ticks >= 2:
+            e1, n1 = previous
+            e2, n2 = self._block
+            if e1 + e2 > 0 and n1 > 0 and n2 > 0:  # as _drift, inline: this runs every second
+                rate = (e1 + e2) / (n1 + n2)
+                m1, m2 = rate * n1, rate * n2
+                poisson = 1.0 / m1 + 1.0 / m2
+                share = ticks / self._config.block_seconds
+                drift += share * ((e1 / m1 - e2 / m2) ** 2 - poisson) / 2.0
+                noise += share * poisson
+                pairs += share
+        weight = self._prior_blocks
+        total = weight * self._prior
+        if pairs > 0:
+            # kappa: the squared coefficient of variation of one side's rate from block to
+            # block, bounded z standard errors up; both sides drifting so much independently
+            # multiplies the variance of a block's canary count by 1 + 2 kappa V
+            kappa = max(drift / pairs, 0.0)
+            kappa += self._z * (2.0 * kappa + noise / pairs) / math.sqrt(2.0 * pairs)
+            variance = (
+                self._variance_sum / self._blocks
+                if self._blocks
+                else self._block_variance * self._config.block_seconds / max(ticks, 1)
+            )
+            total += pairs * (1.0 + 2.0 * kappa * variance)
+            weight += pairs
+        if self._blocks >= 2:
+            total += self._z_m2
+            weight += self._blocks - 1
+        return max(1.0, total / weight)
 
     def may_reach(self, value: float) -> bool:
         """Whether the e-value may be ``value`` or more: a cheap bound (the largest weighted
         term times the number of terms) so the exact sum is only computed near a threshold."""
-        best = max(lw + ll for lw, ll in zip(_LOG_WEIGHTS, self._log_lr, strict=True))
-        return best + _LOG_TERMS >= math.log(value)
+        return self._best + _LOG_TERMS >= math.log(value)
 
     @property
     def e_value(self) -> float:
         """The mixture's current value (capped far above any threshold, never overflowing)."""
-        best = max(lw + ll for lw, ll in zip(_LOG_WEIGHTS, self._log_lr, strict=True))
-        if best > 700:
+        if self._best > 700:
             return math.exp(700)
         return sum(math.exp(lw + ll) for lw, ll in zip(_LOG_WEIGHTS, self._log_lr, strict=True))
 
@@ -251,10 +344,17 @@ class SequentialTest:
         )
 
 
-def _chi2_lower(freedom: float, z: float) -> float:
-    """The chi-square quantile ``z`` standard deviations below the mean (Wilson-Hilferty)."""
-    step = 2.0 / (9.0 * freedom)
-    return freedom * max(1.0 - step - z * math.sqrt(step), 0.05) ** 3
+def _drift(before: Sequence[int], after: Sequence[int]) -> tuple[float, float] | None:
+    """How much stable's event rate moved between two stretches (events, requests): an
+    unbiased estimate of the rate's squared coefficient of variation beyond Poisson noise,
+    and that Poisson noise; None without events or requests."""
+    (e1, n1), (e2, n2) = before, after
+    if e1 + e2 == 0 or n1 == 0 or n2 == 0:
+        return None
+    rate = (e1 + e2) / (n1 + n2)
+    m1, m2 = rate * n1, rate * n2
+    noise = 1.0 / m1 + 1.0 / m2
+    return ((e1 / m1 - e2 / m2) ** 2 - noise) / 2.0, noise
 
 
 def _slow(histogram: Mapping[int, int], above: int) -> int:
@@ -282,7 +382,14 @@ class Detector:
         self.started_at = started_at
         self.errors = SequentialTest("errors", self.config.alpha_for("errors"), self.config)
         self.latency = [
-            SequentialTest(f"latency_p{q * 100:g}", self.config.alpha_for("latency"), self.config)
+            SequentialTest(
+                f"latency_p{q * 100:g}",
+                self.config.alpha_for("latency"),
+                self.config,
+                prior=self.config.latency_prior_dispersion,
+                prior_blocks=self.config.latency_prior_blocks,
+                z=self.config.latency_dispersion_z,
+            )
             for q in self.config.latency_quantiles
         ]
         self._tests = (self.errors, *self.latency)
@@ -319,7 +426,8 @@ class Detector:
 
     def _update_latency(self, stable: Counts, canary: Counts) -> None:
         # thresholds come from stable's histogram *before* this second: predictable, so the
-        # test stays valid; refreshed once per dispersion block (quantiles move slowly)
+        # test stays valid; refreshed after 1, 2, 4, ... 64 blocks of judged seconds and then
+        # every 64 (quantiles settle fast, and each change restarts the drift estimate)
         if self._thresholds is not None:
             canary_n = sum(canary.histogram.values())
             stable_n = sum(stable.histogram.values())
@@ -334,12 +442,21 @@ class Detector:
             self._stable_histogram[bucket] = self._stable_histogram.get(bucket, 0) + count
             self._stable_measured += count
         if self._stable_measured >= self.config.min_stable_for_latency and (
-            self._thresholds is None or self._seconds % self.config.block_seconds == 0
+            self._thresholds is None or self._refresh_due()
         ):
-            self._thresholds = [
+            thresholds = [
                 _quantile_bucket(self._stable_histogram, self._stable_measured, q)
                 for q in self.config.latency_quantiles
             ]
+            if self._thresholds is not None:
+                for test, old, new in zip(self.latency, self._thresholds, thresholds, strict=True):
+                    if old != new:
+                        test.restart_drift()
+            self._thresholds = thresholds
+
+    def _refresh_due(self) -> bool:
+        blocks, rest = divmod(self._seconds, self.config.block_seconds)
+        return rest == 0 and blocks > 0 and (blocks & (blocks - 1) == 0 or blocks % 64 == 0)
 
     def current(self) -> Verdict:
         """The verdict as it stands, without new data."""
