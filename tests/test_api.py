@@ -570,6 +570,17 @@ def test_a_body_of_several_gzip_members_is_inflated_whole(server: RunningServer)
     assert (response.status_code, response.json()["accepted"]) == (202, 4)
 
 
+def test_a_gzip_body_of_too_many_members_is_refused(server: RunningServer) -> None:
+    raw = json.dumps(observations_batch(1)).encode()
+    body = b"".join(gzip.compress(raw[i : i + 1]) for i in range(len(raw)))  # one per byte
+    with server.client() as client:
+        setup_canary(client)
+        response = post_gzip_json(client, body)
+        counted = canary_requests(client)
+    assert response.status_code == 400
+    assert counted == 0
+
+
 def test_a_gzip_body_cut_short_is_refused(server: RunningServer) -> None:
     body = gzip.compress(json.dumps(observations_batch(4)).encode())
     with server.client() as client:

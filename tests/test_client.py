@@ -306,3 +306,21 @@ def test_the_sender_keeps_one_connection_across_flushes(receiver: str) -> None:
     ports = {port for _, port, _ in _Receiver.seen}
     assert (len(_Receiver.seen), len(ports)) == (3, 1)
     client.close()
+
+
+def test_a_batch_the_compact_format_cannot_hold_goes_as_json(receiver: str) -> None:
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, start=False)
+    huge = {"deployment": NAME, "variant": "canary", "second": 1, "revision": 3,
+            "requests": 2**33, "errors": 0, "latency_sum_ms": 0.0, "latency_max_ms": 0.0,
+            "histogram": {}}  # fmt: skip
+    _, content_type = client._body([huge], "b-1")
+    assert content_type == "application/json"
+    client.close()
+
+
+def test_a_flush_after_close_still_sends_and_keeps_no_connection(receiver: str) -> None:
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, start=False, compact=False)
+    client.close()
+    client.record(_assignment(), ok=True, latency_ms=5)
+    client.flush()
+    assert (len(_Receiver.seen), client._send_http) == (1, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,27 @@ def test_outcomes_reported_to_one_process_reach_the_others_status(
             return bool(status["metrics"]["stable"]["requests"] == 40)
 
         assert wait_for(counted, 15)  # flushed by the second within a second, read by the first
+
+
+async def test_a_veto_sent_to_a_follower_is_refused_naming_the_leader_metric(
+    app: CanaryGuard, other_replica: CanaryGuard
+) -> None:
+    await start(app)
+    await app.lead().hold()
+    other_replica.lead()
+    with pytest.raises(NotLeader, match="send the veto to the leading replica"):
+        await other_replica.monitor.veto(NAME, actor=ACTOR)
+
+
+async def test_seconds_settle_longer_while_another_replica_takes_reports(
+    app: CanaryGuard, other_replica: CanaryGuard, clock: ManualClock
+) -> None:
+    await start(app)
+    now = clock.now()
+    alone = app.monitor.until(now)
+    await record_second(other_replica, revision=1, canary_errors=0)
+    await other_replica.observations.flush()
+    await app.observations.follow()
+    assert app.monitor.until(now) == alone - timedelta(seconds=2)
+    clock.advance(60)  # that replica stopped flushing: back to the usual settling
+    assert app.monitor.until(clock.now()) == clock.now() - (now - alone)

@@ -125,10 +125,34 @@ def test_a_histogram_that_does_not_add_up_is_refused_naming_the_row() -> None:
     assert message == "observation 2: histogram counts add up to 9, not to requests (10)"
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
-def test_a_latency_that_is_not_a_finite_number_at_least_zero_is_refused(value: float) -> None:
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0, 1e308])
+def test_a_latency_that_is_not_a_finite_number_in_range_is_refused(value: float) -> None:
     message = refused([good_row(), good_row(latency_sum_ms=value)])
-    assert message.startswith("observation 1: latency_sum_ms must be a finite number >= 0")
+    assert message.startswith("observation 1: latency_sum_ms must be a finite number from 0 to")
+
+
+def test_latencies_whose_sum_would_overflow_are_refused_not_crashed_on() -> None:
+    message = refused([good_row(latency_max_ms=1e308), good_row(latency_max_ms=1e308)])
+    assert message.startswith("observation 0: latency_max_ms must be a finite number from 0 to")
+
+
+def test_a_bucket_named_twice_in_a_row_adds_up_on_every_path() -> None:
+    data = bytearray(encode([good_row(histogram={"5": 4, "6": 6})]))
+    data[len(data) - 2 * 4 - 1] = 5  # the second bucket (u8, before two u32 counts) -> 5
+    batch = decode(bytes(data), max_rows=10)
+    fresh, existing = WindowStore(), WindowStore()
+    existing.add_columns(decode(encode([good_row(histogram={"5": 10})]), max_rows=10))
+    fresh.add_columns(batch)
+    existing.add_columns(batch)
+    assert fresh.second("shop/security", SECOND)[Variant.CANARY].histogram == {5: 10}
+    assert existing.second("shop/security", SECOND)[Variant.CANARY].histogram == {5: 20}
+
+
+def test_histogram_pairs_without_observations_are_refused() -> None:
+    data = encode([])
+    rows_and_pairs = struct.pack("<II", 0, 1)
+    with pytest.raises(BatchFormatError, match="no observations but 1 histogram pairs"):
+        decode(data[:-8] + rows_and_pairs + b"\x05" + struct.pack("<I", 3), max_rows=10)
 
 
 def test_a_count_beyond_32_bits_is_not_encoded() -> None:

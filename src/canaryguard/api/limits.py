@@ -100,6 +100,7 @@ class RejectNul:
 
 
 MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may inflate to this, no further
+MAX_GZIP_MEMBERS = 64
 
 
 class GzipRequest:
@@ -150,11 +151,13 @@ class GzipRequest:
 
 def _inflate(compressed: bytes, limit: int) -> bytes:
     """Every gzip member of ``compressed`` inflated and joined (RFC 1952 allows several, as
-    ``cat a.gz b.gz`` makes); ``_TooLarge`` past ``limit`` bytes, ``zlib.error`` when corrupt."""
+    ``cat a.gz b.gz`` makes); ``_TooLarge`` past ``limit`` bytes, ``zlib.error`` when corrupt
+    or made of more than ``MAX_GZIP_MEMBERS`` members (each member copies the rest of the body:
+    thousands of tiny ones would hold the event loop for seconds)."""
     parts: list[bytes] = []
     size = 0
     rest = compressed
-    while True:
+    for _ in range(MAX_GZIP_MEMBERS):
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         part = inflater.decompress(rest, limit - size + 1)
         size += len(part)
@@ -166,3 +169,4 @@ def _inflate(compressed: bytes, limit: int) -> bytes:
         rest = inflater.unused_data
         if not rest:
             return b"".join(parts)
+    raise zlib.error(f"the gzip body has more than {MAX_GZIP_MEMBERS} members")

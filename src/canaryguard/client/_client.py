@@ -93,6 +93,7 @@ class Client:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._send_http: httpx.Client | None = None
+        self._closed = False
         self._compact = compact
         self._stop = threading.Event()
         self._live_stream: httpx.Response | None = None
@@ -186,6 +187,7 @@ class Client:
         self.flush()
         self.stats.outcomes_dropped = self._buffer.dropped
         with self._send_lock:
+            self._closed = True
             if self._send_http is not None:
                 self._send_http.close()
                 self._send_http = None
@@ -320,21 +322,35 @@ class Client:
             self._send_http = self._http()
         return self._send_http
 
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[httpx.Client]:
+        """The kept client; after ``close``, a client for this one send only."""
+        if not self._closed:
+            yield self._sender()
+            return
+        with self._http() as http:
+            yield http
+
     def _body(self, batch: list[dict[str, Any]], batch_id: str) -> tuple[bytes, str]:
         """A batch's gzip body and its content type: the compact batch (a fraction of the
         server's CPU per observation), or JSON for a server that does not take it."""
         if self._compact:
-            return observation_batch.encode(batch, batch_id=batch_id), COMPACT
-        return json.dumps(
-            {"batch_id": batch_id, "observations": batch}
-        ).encode(), "application/json"
+            try:
+                return observation_batch.encode(batch, batch_id=batch_id), COMPACT
+            except ValueError as exc:  # a value the compact batch cannot hold: JSON can
+                log.warning("sending a batch as JSON: %s", exc)
+        body = json.dumps({"batch_id": batch_id, "observations": batch}).encode()
+        return body, "application/json"
 
     def _send_locked(self, observations: list[dict[str, Any]]) -> None:
         for start in range(0, len(observations), MAX_BATCH):
             self._queue(observations[start : start + MAX_BATCH], secrets.token_hex(12), 0)
         if not self._pending:
             return
-        http = self._sender()
+        with self._sending() as http:
+            self._send_pending(http)
+
+    def _send_pending(self, http: httpx.Client) -> None:
         for _ in range(len(self._pending)):
             batch, batch_id, attempts = self._pending.popleft()
             raw, content_type = self._body(batch, batch_id)
@@ -404,6 +420,7 @@ class Client:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._send_http = None  # the parent's connection is the parent's
+        self._closed = False
         self._buffer.reset()
         self._pending.clear()
         self.stats = ClientStats()

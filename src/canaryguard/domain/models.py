@@ -254,8 +254,9 @@ class Observation(_Frozen):
     revision: int | None = Field(default=None, ge=1, le=2**62)
     requests: int = Field(ge=0, le=10**12)
     errors: int = Field(ge=0, le=10**12)
-    latency_sum_ms: float = Field(default=0, ge=0, allow_inf_nan=False)
-    latency_max_ms: float = Field(default=0, ge=0, allow_inf_nan=False)
+    # bounded so that sums over many observations stay far from overflowing to infinity
+    latency_sum_ms: float = Field(default=0, ge=0, le=1e18, allow_inf_nan=False)
+    latency_max_ms: float = Field(default=0, ge=0, le=1e18, allow_inf_nan=False)
     histogram: dict[HistogramBucket, HistogramCount] = Field(
         default_factory=dict, max_length=MAX_BUCKET + 1
     )

@@ -59,6 +59,7 @@ VERSION = 1
 # a third larger, and inflating it is a good part of the server's cost)
 MAX_SECOND = 2**40 - 1
 MAX_REVISION = 2**62
+MAX_LATENCY = 1e18  # milliseconds, as the JSON model: sums of many stay far from overflowing
 _U32 = next(code for code in "ILH" if array(code).itemsize == 4)
 MAX_NAME = 256
 VARIANTS = ("stable", "canary")
@@ -244,6 +245,10 @@ def _refuse_range(batch: ObservationColumns, column: str, low: float, high: floa
 def _check(batch: ObservationColumns, raw: Mapping[str, bytes], pair_count: int) -> None:
     rows = len(batch)
     if rows == 0:
+        if pair_count:
+            raise BatchFormatError(
+                f"the batch has no observations but {pair_count} histogram pairs"
+            )
         return
     if not batch.names:
         raise BatchFormatError(f"the batch has {rows} observations but no deployment names")
@@ -266,11 +271,11 @@ def _check(batch: ObservationColumns, raw: Mapping[str, bytes], pair_count: int)
         )
     for column in ("latency_sum", "latency_max"):
         values = getattr(batch, column)
-        # a NaN or an infinity makes the sum NaN or infinite; one negative value the minimum
-        if not math.isfinite(sum(values)) or min(values) < 0:
-            bad = _first(not (math.isfinite(v) and v >= 0) for v in values)
+        if not all(map(math.isfinite, values)) or min(values) < 0 or max(values) > MAX_LATENCY:
+            bad = _first(not (math.isfinite(v) and 0 <= v <= MAX_LATENCY) for v in values)
             raise BatchFormatError(
-                f"observation {bad}: {column}_ms must be a finite number >= 0, got {values[bad]}"
+                f"observation {bad}: {column}_ms must be a finite number from 0 to "
+                f"{MAX_LATENCY:g}, got {values[bad]}"
             )
     _check_histograms(batch, raw, pair_count)
 

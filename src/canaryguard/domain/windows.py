@@ -171,10 +171,15 @@ class WindowStore:
         ):
             cell = pending.get(key)
             if cell is None:
-                # the first entry for a cell becomes it: its histogram is built in C
-                pending[key] = SecondStats(
-                    requests, errors, total, peak, dict(islice(pairs_left, pairs))
-                )
+                # the first entry for a cell becomes it: its histogram is built in C, unless
+                # the row names a bucket twice (its pairs add up, as on the merge path below)
+                chunk = list(islice(pairs_left, pairs))
+                histogram = dict(chunk)
+                if len(histogram) != pairs:
+                    histogram = {}
+                    for bucket, count in chunk:
+                        histogram[bucket] = histogram.get(bucket, 0) + count
+                pending[key] = SecondStats(requests, errors, total, peak, histogram)
                 continue
             cell.requests += requests
             cell.errors += errors

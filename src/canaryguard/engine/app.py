@@ -20,6 +20,8 @@ from canaryguard.engine.unit import Ports, unit_of_work
 
 __all__ = ["CanaryGuard"]
 
+PEER_SETTLE_SECONDS = 2
+
 
 class CanaryGuard:
     """canaryguard as a library: policies, deployments, snapshots, rollbacks, events, audit.
@@ -44,6 +46,11 @@ class CanaryGuard:
         )
         self.tokens = TokenService(ports)
         self.leadership: Leadership | None = None
+        # another replica's share of a second reaches this one within its flush and the next
+        # follow (a second each): judge seconds that much later while others take reports
+        self.monitor.extra_settle = lambda: (
+            PEER_SETTLE_SECONDS if self.observations.peers_active else 0
+        )
         self.notices: list[str] = []
 
     async def _start_confirmed_staged(self, pending: RollbackRecord, actor: str) -> RollbackRecord:

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from canaryguard.domain.checks import Extension
-from canaryguard.domain.errors import CanaryGuardError, Conflict, IllegalTransition, NotFound
+from canaryguard.domain.errors import (
+    CanaryGuardError,
+    Conflict,
+    IllegalTransition,
+    NotFound,
+    NotLeader,
+)
 from canaryguard.domain.judge import Judge, snapshot_of
 from canaryguard.domain.models import (
     Deployment,
@@ -90,6 +96,9 @@ class Monitor:
         self._rollbacks = rollbacks
         self._executor = executor
         self.settle_seconds = settle_seconds
+        # more settling while other replicas report too: their share of a second arrives a
+        # flush and a follow later (set by ``CanaryGuard``)
+        self.extra_settle: Callable[[], int] = lambda: 0
         self.extensions: dict[str, Extension] = dict(extensions or {})
         self._watches: dict[str, Watch] = {}
         self.decisions: list[Decision] = []
@@ -158,7 +167,7 @@ class Monitor:
         return watch
 
     async def _judge(self, watch: Watch, deployment: Deployment, now: datetime) -> Decision | None:
-        last = int(now.timestamp()) - self.settle_seconds
+        last = int(self.until(now).timestamp())
         first = max(watch.next_second, last - MAX_CATCH_UP + 1)
         windows = self._ports.windows
         for second in range(first, last + 1):
@@ -205,7 +214,7 @@ class Monitor:
 
     def until(self, now: datetime) -> datetime:
         """The end of the last settled second at ``now``."""
-        return now - timedelta(seconds=self.settle_seconds)
+        return now - timedelta(seconds=self.settle_seconds + self.extra_settle())
 
     async def _follow_up(
         self, watch: Watch, deployment: Deployment, now: datetime
@@ -259,6 +268,11 @@ class Monitor:
     async def veto(self, deployment: str, *, actor: str) -> Decision:
         """Cancel a pending automatic rollback within its veto window (audited). The canary run
         is not rolled back automatically again; an operator can still roll back or abort it."""
+        if self.leadership is not None and not self.leadership.is_leader:
+            raise NotLeader(
+                "this replica does not run the monitor (another holds the controller lease): "
+                "send the veto to the leading replica (canaryguard_controller_leader 1)"
+            )
         watch = self._watches.get(deployment)
         decision = watch.decision if watch is not None else None
         if decision is None or decision.veto_until is None:

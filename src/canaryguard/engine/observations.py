@@ -32,6 +32,7 @@ PAST_LIMIT = timedelta(days=7)  # older seconds are history, not telemetry
 FUTURE_LIMIT = timedelta(minutes=5)  # clock skew a client may have
 BATCH_MEMORY = timedelta(hours=1)  # how long a batch id is remembered against retries
 HISTORY = timedelta(days=7)  # how long the database keeps per-second rows
+PEER_SECONDS = 10.0  # another replica that flushed this recently is taking reports too
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -63,6 +64,7 @@ class ObservationService:
         self._unflushed_batches: list[str] = []
         self._flush_seq = 0  # this replica's flushes so far
         self._cursors: dict[str, int] = {}  # other replicas' flushes merged here, by node
+        self._peers: dict[str, float] = {}  # other replicas seen flushing, by node: when
 
     async def record(
         self,
@@ -217,11 +219,19 @@ class ObservationService:
                 seen = self._cursors.get(node, 0)
                 if node != self.node and number > seen:
                     rows += await tx.observations.flushed(node, after=seen, upto=number)
+        seen_at = self._ports.clock.monotonic()
         for node, number in latest.items():
-            if node != self.node:
-                self._cursors[node] = max(number, self._cursors.get(node, 0))
+            if node != self.node and number > self._cursors.get(node, 0):
+                self._cursors[node] = number
+                self._peers[node] = seen_at
         self._merge(rows)
         return len(rows)
+
+    @property
+    def peers_active(self) -> bool:
+        """Whether another replica flushed observations in the last ``PEER_SECONDS``."""
+        horizon = self._ports.clock.monotonic() - PEER_SECONDS
+        return any(at >= horizon for at in self._peers.values())
 
     def _merge(self, rows: Sequence[tuple[RollupKey, SecondStats]]) -> None:
         for key, stats in rows:

@@ -30,6 +30,7 @@ class TokenService:
         # digest -> (the token as read, when it was read by the monotonic clock): every request
         # authenticates, and the busiest clients (the SDK's flushes) would read it every second
         self._recent: dict[str, tuple[ApiToken | None, float]] = {}
+        self._generation = 0  # bumped when the remembered tokens are forgotten
 
     async def create(
         self,
@@ -71,11 +72,11 @@ class TokenService:
             if await unit.tx.tokens.by_digest(token.digest) is not None:
                 raise AlreadyExists("that token is already registered under another name")
             await unit.tx.tokens.insert(token)
-            self._recent.clear()  # it may have been looked up, unknown, a moment ago
             await unit.audit(
                 "token.create",
                 details={"name": name, "role": chosen.value, "expires_at": _iso(token)},
             )
+        self._forget()  # it may have been looked up, unknown, a moment ago
         return token, secret
 
     async def revoke(self, name: str, *, actor: str) -> ApiToken:
@@ -84,12 +85,17 @@ class TokenService:
             token = await unit.tx.tokens.get(name)
             if token is None:
                 raise NotFound(f"no token named {name!r}")
-            self._recent.clear()  # refused from now on here; other replicas within a second
             if token.revoked_at is None:
                 await unit.tx.tokens.revoke(name, at=unit.now)
                 await unit.audit("token.revoke", details={"name": name})
                 token = token.model_copy(update={"revoked_at": unit.now})
+        self._forget()  # committed: refused from now on here, on other replicas within a second
         return token
+
+    def _forget(self) -> None:
+        """Drop every remembered token, and any read still in flight from before now."""
+        self._recent.clear()
+        self._generation += 1
 
     async def list(self) -> list[ApiToken]:
         async with self._ports.store.read() as tx:
@@ -107,12 +113,13 @@ class TokenService:
         if remembered is not None and clock.monotonic() - remembered[1] < self.remember_seconds:
             token = remembered[0]
         else:
-            read_at = clock.monotonic()
+            read_at, generation = clock.monotonic(), self._generation
             async with self._ports.store.read() as tx:
                 token = await tx.tokens.by_digest(digest)
             if len(self._recent) >= MAX_REMEMBERED:
                 self._recent.clear()  # unknown secrets must not grow this without bound
-            self._recent[digest] = (token, read_at)
+            if generation == self._generation:  # not read across a revocation here
+                self._recent[digest] = (token, read_at)
         if token is None or not token.usable_at(clock.now()):
             return None
         return token
