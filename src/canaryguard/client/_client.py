@@ -315,21 +315,18 @@ class Client:
             self.stats.observations_dropped += len(oldest)
         self._pending.append((batch, batch_id, attempts))
 
-    def _sender(self) -> httpx.Client:
-        """The sender's HTTP client, kept open: a new one per flush would load the CA bundle
-        and open a connection every second. Used under ``_send_lock`` only."""
-        if self._send_http is None:
-            self._send_http = self._http()
-        return self._send_http
-
     @contextlib.contextmanager
     def _sending(self) -> Iterator[httpx.Client]:
-        """The kept client; after ``close``, a client for this one send only."""
-        if not self._closed:
-            yield self._sender()
+        """The sender's HTTP client, kept open (a new one per flush would load the CA bundle
+        and open a connection every second); after ``close``, one for this send only. Used
+        under ``_send_lock`` only."""
+        if self._closed:
+            with self._http() as http:
+                yield http
             return
-        with self._http() as http:
-            yield http
+        if self._send_http is None:
+            self._send_http = self._http()
+        yield self._send_http
 
     def _body(self, batch: list[dict[str, Any]], batch_id: str) -> tuple[bytes, str]:
         """A batch's gzip body and its content type: the compact batch (a fraction of the

@@ -288,17 +288,12 @@ class SequentialTest:
         drift, noise, pairs = self._drift, self._drift_noise, float(self._pairs)
         ticks = self._block_ticks
         previous = self._previous
-        if previous is not None and ticks >= 2:
-            e1, n1 = previous
-            e2, n2 = self._block
-            if e1 + e2 > 0 and n1 > 0 and n2 > 0:  # as _drift, inline: this runs every second
-                rate = (e1 + e2) / (n1 + n2)
-                m1, m2 = rate * n1, rate * n2
-                poisson = 1.0 / m1 + 1.0 / m2
-                share = ticks / self._config.block_seconds
-                drift += share * ((e1 / m1 - e2 / m2) ** 2 - poisson) / 2.0
-                noise += share * poisson
-                pairs += share
+        partial = _drift(previous, self._block) if previous is not None and ticks >= 2 else None
+        if partial is not None:
+            share = ticks / self._config.block_seconds
+            drift += share * partial[0]
+            noise += share * partial[1]
+            pairs += share
         weight = self._prior_blocks
         total = weight * self._prior
         if pairs > 0:

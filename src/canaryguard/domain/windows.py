@@ -123,12 +123,17 @@ class WindowStore:
             if cell is None:
                 cell = self._pending[key] = SecondStats()
         else:
-            deployment, revision, variant, second = key
-            cells = self._seconds.setdefault(deployment, {}).setdefault(second, {})
-            cell = cells.get((revision, variant))
-            if cell is None:
-                cell = cells[(revision, variant)] = SecondStats()
+            cell = self._cell(key)
         cell.add(requests, errors, latency_sum_ms, latency_max_ms, histogram)
+
+    def _cell(self, key: RollupKey) -> SecondStats:
+        """The per-second store's cell for ``key`` (made empty when missing)."""
+        deployment, revision, variant, second = key
+        cells = self._seconds.setdefault(deployment, {}).setdefault(second, {})
+        cell = cells.get((revision, variant))
+        if cell is None:
+            cell = cells[(revision, variant)] = SecondStats()
+        return cell
 
     def add_observations(self, observations: Iterable[Observation]) -> None:
         """Merge reported observations (``add`` inlined: ingestion's hot loop)."""
@@ -196,26 +201,9 @@ class WindowStore:
         if not pending:
             return
         self._pending = {}
-        seconds, unflushed = self._seconds, self._unflushed
+        unflushed = self._unflushed
         for key, stats in pending.items():
-            deployment, revision, variant, second = key
-            by_second = seconds.get(deployment)
-            if by_second is None:
-                by_second = seconds[deployment] = {}
-            cells = by_second.get(second)
-            if cells is None:
-                cells = by_second[second] = {}
-            cell = cells.get((revision, variant))
-            if cell is None:
-                cells[(revision, variant)] = SecondStats(
-                    stats.requests,
-                    stats.errors,
-                    stats.latency_sum_ms,
-                    stats.latency_max_ms,
-                    dict(stats.histogram),
-                )
-            else:
-                cell.merge(stats)
+            self._cell(key).merge(stats)
             delta = unflushed.get(key)
             if delta is None:
                 unflushed[key] = stats

@@ -105,17 +105,13 @@ class ObservationService:
     ) -> IngestResult:
         """Merge a batch; with a ``batch_id``, a batch seen before is accepted and not counted
         again (clients retry). The whole batch is refused, naming the entry, when one is bad."""
-        if len(observations) > MAX_BATCH:
-            raise InvalidInput(
-                f"a batch holds at most {MAX_BATCH} observations, got {len(observations)}"
-            )
         for index, observation in enumerate(observations):
             problem = observation.inconsistency()
             if problem is not None:
                 raise InvalidInput(f"observation {index}: {problem}")
         seconds = [observation.second for observation in observations]
         names = {observation.deployment for observation in observations}
-        if await self._admit(seconds, names, batch_id):
+        if await self._admit(len(observations), seconds, names, batch_id):
             return IngestResult(accepted=len(observations), duplicate=True)
         self._windows.add_observations(observations)
         return IngestResult(accepted=len(observations), duplicate=False)
@@ -123,17 +119,19 @@ class ObservationService:
     async def ingest_columns(self, batch: ObservationColumns) -> IngestResult:
         """Merge a decoded compact batch (``domain.observation_batch``): the same checks and
         the same result as ``ingest``, at a fraction of the cost per entry."""
-        if len(batch) > MAX_BATCH:
-            raise InvalidInput(f"a batch holds at most {MAX_BATCH} observations, got {len(batch)}")
         names = {batch.names[index] for index in set(batch.deployment)}
-        if await self._admit(batch.second, names, batch.batch_id):
+        if await self._admit(len(batch), batch.second, names, batch.batch_id):
             return IngestResult(accepted=len(batch), duplicate=True)
         self._windows.add_columns(batch)
         return IngestResult(accepted=len(batch), duplicate=False)
 
-    async def _admit(self, seconds: Sequence[int], names: set[str], batch_id: str | None) -> bool:
-        """Check what a batch's entries share (their seconds, deployments and batch id); True
-        when the batch was merged before."""
+    async def _admit(
+        self, count: int, seconds: Sequence[int], names: set[str], batch_id: str | None
+    ) -> bool:
+        """Check what a batch's entries share (their number, seconds, deployments and batch
+        id); True when the batch was merged before."""
+        if count > MAX_BATCH:
+            raise InvalidInput(f"a batch holds at most {MAX_BATCH} observations, got {count}")
         if batch_id is not None and not _BATCH_ID.match(batch_id):
             raise InvalidInput("batch_id is 1-64 letters, digits, '_' or '-'")
         now = self._ports.clock.now()

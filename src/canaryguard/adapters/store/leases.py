@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from canaryguard.adapters.store.schema import controller_leases
+from canaryguard.adapters.store.schema import controller_leases, insert_on_conflict
 
 __all__ = ["SqlLeaseRepo"]
 
@@ -31,9 +30,8 @@ class SqlLeaseRepo:
         ).first()
         if row is None:
             # of two first claims at once, one inserts and the other does nothing: it lost
-            insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
             inserted = await self._conn.execute(
-                insert(controller_leases)
+                insert_on_conflict(self._conn, controller_leases)
                 .values(name=name, holder=holder, epoch=1, expires_at=until)
                 .on_conflict_do_nothing()
                 .returning(_L.epoch)

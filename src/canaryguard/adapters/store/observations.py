@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canaryguard.adapters.store.schema import (
+    insert_on_conflict,
     observation_batches,
     observation_nodes,
     observation_rollups,
@@ -110,8 +110,9 @@ class SqlObservationRepo:
                     for (deployment, revision, variant, second), stats in rows
                 ],
             )
-        insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(observation_nodes).values(node=node, flush_seq=flush_seq, flushed_at=at)
+        statement = insert_on_conflict(self._conn, observation_nodes).values(
+            node=node, flush_seq=flush_seq, flushed_at=at
+        )
         await self._conn.execute(
             statement.on_conflict_do_update(
                 index_elements=[observation_nodes.c.node],
@@ -146,9 +147,8 @@ class SqlObservationRepo:
     async def remember_batches(self, batch_ids: Sequence[str], *, at: datetime) -> None:
         if not batch_ids:
             return
-        insert = postgresql.insert if self._conn.dialect.name == "postgresql" else sqlite.insert
         await self._conn.execute(
-            insert(observation_batches).on_conflict_do_nothing(),
+            insert_on_conflict(self._conn, observation_batches).on_conflict_do_nothing(),
             [{"batch_id": batch_id, "received_at": at} for batch_id in batch_ids],
         )
 

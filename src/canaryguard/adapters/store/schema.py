@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = [
     "UTCDateTime",
@@ -21,6 +23,7 @@ __all__ = [
     "controller_leases",
     "deployments",
     "event_log",
+    "insert_on_conflict",
     "metadata",
     "observation_batches",
     "observation_nodes",
@@ -30,6 +33,14 @@ __all__ = [
     "rollbacks",
     "snapshots",
 ]
+
+
+def insert_on_conflict(conn: AsyncConnection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` that can say what a conflict does (``on_conflict_do_nothing``,
+    ``on_conflict_do_update``), in the dialect of ``conn``: both backends spell it alike."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
