@@ -152,3 +152,70 @@ def test_bad_configuration_is_refused() -> None:
         DetectorConfig(alpha=0)
     with pytest.raises(ValueError, match="latency quantiles"):
         DetectorConfig(latency_quantiles=(1.5,))
+
+
+def stable_history(
+    seconds: int, *, rates: tuple[float, ...] = (0.01,), seed: int = 2
+) -> list[Counts]:
+    """Stable alone before the canary: 1,000 requests a second, its error rate cycling through
+    ``rates`` block by block (10 s each); a latency histogram of 1,000 requests at 50 ms."""
+    rng = random.Random(seed)
+    return [
+        Counts(1000, sum(rng.random() < rates[(s // 10) % len(rates)] for _ in range(1000)), {41: 1000})
+        for s in range(seconds)
+    ]  # fmt: skip
+
+
+def test_a_steady_stable_history_lets_the_first_seconds_count_nearly_in_full() -> None:
+    detector = Detector()
+    detector.prime(stable_history(300))
+    feed(detector, 3, canary_rate=0.01)
+    assert detector.errors.dispersion < 1.2  # without history: the prior, 2.1
+
+
+def test_a_wobbling_stable_history_tempers_the_canary_s_very_first_second() -> None:
+    detector = Detector()
+    detector.prime(stable_history(300, rates=(0.005, 0.015)))
+    detector.update(0, Counts(900, 9), Counts(100, 1))
+    assert detector.errors.dispersion > 3
+
+
+def test_a_steady_stable_history_gets_a_doubled_canary_caught_sooner() -> None:
+    cold, primed = Detector(), Detector()
+    primed.prime(stable_history(300))
+    without = feed(cold, 600, canary_rate=0.02, seed=4)
+    with_history = feed(primed, 600, canary_rate=0.02, seed=4)
+    assert without is not None
+    assert with_history is not None
+    assert with_history < without
+
+
+def test_history_is_no_evidence_against_the_canary() -> None:
+    detector = Detector()
+    detector.prime(stable_history(300, rates=(0.05,)))
+    assert detector.errors.e_value == pytest.approx(1.0)
+    assert detector.errors.canary_requests == 0
+    assert detector.current().kind is VerdictKind.INCONCLUSIVE
+
+
+def test_history_sets_the_latency_thresholds_so_latency_is_judged_from_the_first_second() -> None:
+    primed, cold = Detector(), Detector()
+    primed.prime(stable_history(60))
+    for detector in (primed, cold):
+        detector.update(0, Counts(900, 9, {41: 900}), Counts(100, 1, {41: 100}))
+    assert primed.latency[0].canary_requests == 100
+    assert cold.latency[0].canary_requests == 0  # its thresholds need stable's data first
+
+
+def test_history_after_the_canary_s_first_second_is_refused() -> None:
+    detector = Detector()
+    detector.update(0, Counts(900, 9), Counts(100, 1))
+    with pytest.raises(RuntimeError, match="history comes before"):
+        detector.prime(stable_history(10))
+
+
+def test_history_given_twice_is_refused() -> None:
+    detector = Detector()
+    detector.prime(stable_history(30))
+    with pytest.raises(RuntimeError, match="given already"):
+        detector.prime(stable_history(30))

@@ -18,8 +18,9 @@ from tests.helpers import ACTOR, seed
 NAME = "shop/security"
 
 
-async def start(app: CanaryGuard, **config: Any) -> int:
-    await seed(app)
+async def start(app: CanaryGuard, *, seeded: bool = False, **config: Any) -> int:
+    if not seeded:
+        await seed(app)
     if config:
         await app.deployments.configure(NAME, changes=config, actor=ACTOR)
     deployment = await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
@@ -222,3 +223,46 @@ async def test_a_rolled_back_canary_is_not_judged_again(app: CanaryGuard) -> Non
     await traffic(app, 30, revision=revision, canary_errors=10)
     assert await traffic(app, 10, revision=revision, canary_errors=10) == []
     assert app.monitor.watch(NAME) is None
+
+
+async def stable_alone(app: CanaryGuard, seconds: int, *, errors: tuple[int, ...] = (10,)) -> None:
+    """``seconds`` of stable serving everyone (1,000 requests a second) before the canary, its
+    errors per second cycling through ``errors`` block by block (10 s each)."""
+    clock = app.ports.clock
+    assert isinstance(clock, ManualClock)
+    for second in range(seconds):
+        await app.observations.record(
+            NAME,
+            "stable",
+            at=clock.now(),
+            revision=1,
+            requests=1000,
+            errors=errors[(second // 10) % len(errors)],
+            latency_sum_ms=50_000.0,
+            latency_max_ms=50.0,
+            histogram={bucket_for(50.0): 1000},
+        )
+        clock.advance(1)
+
+
+async def test_the_detector_learns_stable_s_wobble_from_before_the_canary(
+    app: CanaryGuard,
+) -> None:
+    await seed(app)
+    await stable_alone(app, 120, errors=(5, 15))
+    revision = await start(app, seeded=True)
+    await traffic(app, 4, revision=revision, canary_errors=1)
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    # the prior alone says 2.1; stable's rate jumping by half block to block says far more
+    assert watch.judge.detector.errors.dispersion > 3
+
+
+async def test_history_seconds_zero_leaves_the_detector_to_its_prior(app: CanaryGuard) -> None:
+    await seed(app)
+    await stable_alone(app, 120, errors=(5, 15))
+    revision = await start(app, seeded=True, history_seconds=0)
+    await traffic(app, 4, revision=revision, canary_errors=1)
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.judge.detector.errors.dispersion == pytest.approx(2.1, abs=0.2)

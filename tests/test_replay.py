@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from canaryguard.domain.conditions import Condition, ConditionKind
 from canaryguard.domain.models import RollbackConfig
 from canaryguard.domain.replay import parse_stream, replay
 from tests.servers import RunningServer
@@ -52,6 +55,42 @@ def test_replay_is_deterministic() -> None:
     assert first == again
 
 
+def history(seconds: int, *, seed: int = 5) -> list[dict[str, Any]]:
+    """Stable alone before the canary started (negative t): 1,000 requests a second, 1 %."""
+    rng = random.Random(seed)
+    return [
+        {"t": t, "variant": "stable", "requests": 1000,
+         "errors": sum(rng.random() < 0.01 for _ in range(1000)), "latency_ms": []}
+        for t in range(-seconds, 0)
+    ]  # fmt: skip
+
+
+def test_stable_lines_before_the_canary_are_history_that_speeds_the_decision() -> None:
+    lines = stream(300, canary_rate=0.02, seed=3)
+    cold = replay(parse_stream(lines), RollbackConfig())
+    primed = replay(parse_stream(history(300) + lines), RollbackConfig())
+    assert cold.decision_t is not None
+    assert primed.decision_t is not None
+    assert primed.decision_t < cold.decision_t
+
+
+def test_history_stays_out_of_the_evaluation_window() -> None:
+    # stable at 5 % before the canary would hide a canary at 3 % errors in a window that
+    # counted it; the window holds the canary's run only, so the relative condition fires
+    before = [{**line, "errors": 50} for line in history(60)]
+    relative = Condition(kind=ConditionKind.ERROR_RATE, threshold=2.0, relative=True)
+    config = RollbackConfig(detector_enabled=False, conditions=[relative])
+    result = replay(parse_stream(before + stream(30, canary_rate=0.03)), config)
+    assert result.rolled_back
+    assert result.condition == "ErrorRateExceeded"
+
+
+def test_history_seconds_zero_ignores_the_history() -> None:
+    lines = stream(300, canary_rate=0.02, seed=3)
+    config = RollbackConfig(history_seconds=0)
+    assert replay(parse_stream(history(300) + lines), config) == replay(parse_stream(lines), config)
+
+
 def test_single_requests_and_aggregates_mean_the_same() -> None:
     requests = [
         {"t": t + i / 100, "variant": "canary", "ok": i >= 5, "latency_ms": 40.0}
@@ -67,7 +106,10 @@ def test_single_requests_and_aggregates_mean_the_same() -> None:
     ("line", "message"),
     [
         ({"t": 1, "variant": "blue", "ok": True, "latency_ms": 1}, "line 1: variant"),
-        ({"t": -1, "variant": "canary", "ok": True, "latency_ms": 1}, "'t' must be >= 0"),
+        (
+            {"t": -1, "variant": "canary", "ok": True, "latency_ms": 1},
+            "t must be >= 0 for the canary",
+        ),
         ({"t": 1, "variant": "canary", "ok": "yes", "latency_ms": 1}, "'ok' must be true"),
         ({"t": 1, "variant": "canary", "requests": 1, "errors": 2}, "exceed requests"),
         ({"t": 1, "variant": "canary"}, "neither a request"),
@@ -143,3 +185,32 @@ def test_record_writes_live_observations_in_the_replay_format(
     assert all(len(line["latency_ms"]) == line["requests"] for line in lines)
     seconds = parse_stream(lines)  # the replay format, as written
     assert sum(s.requests for both in seconds.values() for s in both.values()) == 11
+
+
+def test_record_writes_stable_s_history_before_the_canary_with_negative_t(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    start_canary(server)
+    with server.client() as admin:
+        status = admin.get(f"/api/v1/deployments/{NAME}/status").json()
+        origin = math.floor(datetime.fromisoformat(status["deployment"]["state_since"]).timestamp())
+        batch = [
+            {"deployment": NAME, "variant": variant, "second": origin - 5, "revision": 1,
+             "requests": 10, "errors": 1, "latency_sum_ms": 100.0, "latency_max_ms": 10.0,
+             "histogram": {"24": 10}}
+            for variant in ("stable", "canary")
+        ]  # fmt: skip
+        response = admin.post("/api/v1/observations", json={"observations": batch})
+        assert response.status_code == 202, response.text
+    out = tmp_path / "recorded.jsonl"
+    result = cli(server, "record", NAME, "--out", str(out), "--seconds", "1")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    before = [line for line in lines if line["t"] < 0]
+    assert [(line["t"], line["variant"]) for line in before] == [(-5, "stable")]
+    assert parse_stream(lines)[-5]  # replay reads it back as history
+
+
+def test_a_stream_of_history_alone_judges_nothing() -> None:
+    result = replay(parse_stream(history(30)), RollbackConfig())
+    assert (result.rolled_back, result.seconds) == (False, 0)

@@ -67,7 +67,8 @@ def replay(
 ) -> None:
     """When (simulated second) and why the monitor would roll back on STREAM; nothing is sent
     anywhere. Lines: {"t", "variant", "ok", "latency_ms"} or {"t", "variant", "requests",
-    "errors", "latency_ms": [samples]} with t in seconds since the canary started."""
+    "errors", "latency_ms": [samples]} with t in seconds since the canary started (stable's
+    lines before it, with a negative t, are the history the detector learns from)."""
     settings = _load_config(config)
     try:
         seconds = parse_stream(_lines(stream))
@@ -106,22 +107,32 @@ def record(
     seconds: Annotated[
         int, typer.Option("--seconds", min=0, help="stop after this many seconds (0: Ctrl-C)")
     ] = 0,
+    history: Annotated[
+        int,
+        typer.Option(
+            "--history",
+            min=0,
+            max=3_600,
+            help="seconds of stable's traffic before the canary started to write (negative t)",
+        ),
+    ] = 300,
 ) -> None:
     """Write DEPLOYMENT's live observations as per-second aggregate lines (the replay format),
-    with t counted from when its canary started."""
+    with t counted from when its canary started: everything the server still holds since then
+    (up to an hour), stable's last --history seconds before it, and then each new second."""
     context = ctx_of(ctx)
     status = context.api.get(f"/deployments/{deployment}/status")
     origin = math.floor(_timestamp(status["deployment"]["state_since"]))
     started, written = time.monotonic(), 0
-    since = int(time.time()) - 60  # the last minute too: the server keeps it in memory
+    since = origin - history
     try:
         with out_file.open("w", encoding="utf-8") as out:
             while not seconds or time.monotonic() - started < seconds:
                 rows = context.api.get(f"/deployments/{deployment}/observations", since=since)
                 for row in rows:
                     since = max(since, row["second"] + 1)
-                    if row["second"] < origin:  # before the canary started: not its run
-                        continue
+                    if row["second"] < origin and row["variant"] != "stable":
+                        continue  # before the canary started only stable's wobble matters
                     line = {
                         "t": row["second"] - origin,
                         "variant": row["variant"],

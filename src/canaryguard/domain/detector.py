@@ -15,9 +15,11 @@ log likelihood ratio is therefore divided by a dispersion factor ``phi >= 1`` es
 the data *before* that second: from how much stable's own event rate jumps from one block of
 seconds to the next (the current, unfinished block included), pooled with the spread of the
 canary's Pearson residuals per block (centred, so that a real shift does not inflate it) and
-a prior. Raising a ratio to a power ``1/phi <= 1`` keeps the product a supermartingale under
-the binomial model, and under over-dispersion it restores the size the binomial model would
-have had (quasi-likelihood).
+a prior. Stable's traffic from before the canary started (``Detector.prime``) adds its block
+pairs to the drift estimate, so a steady fleet's canary is judged nearly untempered from its
+first seconds and a wobbly fleet's is tempered from the start. Raising a ratio to a power
+``1/phi <= 1`` keeps the product a supermartingale under the binomial model, and under
+over-dispersion it restores the size the binomial model would have had (quasi-likelihood).
 
 Pure and synchronous: the monitor, ``canaryguard replay`` and ``bench/detection.py`` all feed
 this same code one settled second at a time.
@@ -175,6 +177,7 @@ class SequentialTest:
         "_log_lr",
         "_pairs",
         "_previous",
+        "_primed",
         "_prior",
         "_prior_blocks",
         "_variance_sum",
@@ -220,9 +223,33 @@ class SequentialTest:
         self._previous: tuple[int, int] | None = None
         self._drift = self._drift_noise = 0.0
         self._pairs = 0
+        self._primed = False
+
+    def prime(self, stable_events: int, stable_n: int) -> None:
+        """One second of stable's history from before the canary started: only the drift of
+        stable's rate from block to block is learnt (there is no canary to compare)."""
+        if self._primed:
+            raise RuntimeError("history comes before the canary's first second")
+        self._block[0] += stable_events
+        self._block[1] += stable_n
+        if stable_events == 0:
+            return  # blocks count seconds with events, as in ``update``
+        self._block_ticks += 1
+        if self._block_ticks >= self._config.block_seconds:
+            self._close_drift()
+            self._block_ticks = 0
+
+    def _end_history(self) -> None:
+        # an unfinished block of history is dropped: the canary's first block is compared
+        # with the last whole one
+        if not self._primed:
+            self._primed = True
+            self._block = [0, 0]
+            self._block_ticks = 0
 
     def update(self, canary_events: int, stable_events: int, canary_n: int, stable_n: int) -> None:
         """One second: events and requests on each side."""
+        self._end_history()
         self.canary_events += canary_events
         self.stable_events += stable_events
         self.canary_requests += canary_n
@@ -233,9 +260,10 @@ class SequentialTest:
         if events == 0:
             self._block[1] += stable_n
             return
-        # the dispersion of this second comes from the seconds before it only (predictable)
-        self.dispersion = phi = self._estimate_dispersion()
+        # the dispersion of this second comes from the seconds before it, and from this
+        # second's totals only (the test conditions on them): predictable
         share = canary_n / (canary_n + stable_n)
+        self.dispersion = phi = self._estimate_dispersion(events * share * (1.0 - share))
         scale = 1.0 / phi
         log_lr = self._log_lr
         best = -math.inf
@@ -260,7 +288,7 @@ class SequentialTest:
         self._previous = None
         self._block = [0, 0]
 
-    def _close_block(self) -> None:
+    def _close_drift(self) -> None:
         if self._previous is not None:
             drift = _drift(self._previous, self._block)
             if drift is not None:
@@ -269,6 +297,9 @@ class SequentialTest:
                 self._pairs += 1
         self._previous = (self._block[0], self._block[1])
         self._block = [0, 0]
+
+    def _close_block(self) -> None:
+        self._close_drift()
         self._variance_sum += self._block_variance
         if self._block_variance > 0:
             z = (self._block_seen - self._block_expected) / math.sqrt(self._block_variance)
@@ -281,7 +312,7 @@ class SequentialTest:
         self._block_seen = self._block_ticks = 0
         self._block_expected = self._block_variance = 0.0
 
-    def _estimate_dispersion(self) -> float:
+    def _estimate_dispersion(self, now_variance: float) -> float:
         # a weighted average of the prior (worth prior_blocks blocks), the dispersion implied
         # by stable's rate drift (one weight per pair of consecutive blocks, the unfinished
         # block counting for its share) and the canary's residuals (one per degree of freedom)
@@ -302,10 +333,15 @@ class SequentialTest:
             # multiplies the variance of a block's canary count by 1 + 2 kappa V
             kappa = max(drift / pairs, 0.0)
             kappa += self._z * (2.0 * kappa + noise / pairs) / math.sqrt(2.0 * pairs)
+            # a block's binomial variance: from the closed blocks, else extrapolated from
+            # this one so far with this second (from the first second on, so that a drift
+            # learnt from stable's history tempers the canary's very first seconds)
             variance = (
                 self._variance_sum / self._blocks
                 if self._blocks
-                else self._block_variance * self._config.block_seconds / max(ticks, 1)
+                else (self._block_variance + now_variance)
+                * self._config.block_seconds
+                / (ticks + 1)
             )
             total += pairs * (1.0 + 2.0 * kappa * variance)
             weight += pairs
@@ -392,11 +428,47 @@ class Detector:
         self._stable_measured = 0
         self._thresholds: list[int] | None = None
         self._seconds = 0
+        self._primed = False
         self._verdict: Verdict | None = None
 
     @property
     def tests(self) -> Sequence[SequentialTest]:
         return self._tests
+
+    def prime(self, history: Sequence[Counts]) -> None:
+        """Learn from stable's seconds before the canary started (oldest first; call once,
+        before ``update``): how much its error rate and its share of slow requests drift from
+        block to block (each test's dispersion then starts from the fleet's own wobble instead
+        of the prior alone), and its latency quantiles (the latency tests start at once).
+
+        Only stable's side is used and nothing here is evidence against the canary: the
+        e-processes start at the canary's first second as before."""
+        if self._primed:
+            raise RuntimeError("the history was given already")
+        if self._seconds or any(t.canary_requests for t in self.tests):
+            raise RuntimeError("history comes before the canary's first second")
+        self._primed = True
+        for counts in history:
+            self._learn_latency(counts.histogram)
+        if self._stable_measured >= self.config.min_stable_for_latency:
+            self._thresholds = self._quantile_thresholds()
+        for counts in history:
+            self.errors.prime(counts.errors, counts.requests)
+            if self._thresholds is not None and counts.histogram:
+                measured = sum(counts.histogram.values())
+                for test, above in zip(self.latency, self._thresholds, strict=True):
+                    test.prime(_slow(counts.histogram, above), measured)
+
+    def _learn_latency(self, histogram: Mapping[int, int]) -> None:
+        for bucket, count in histogram.items():
+            self._stable_histogram[bucket] = self._stable_histogram.get(bucket, 0) + count
+            self._stable_measured += count
+
+    def _quantile_thresholds(self) -> list[int]:
+        return [
+            _quantile_bucket(self._stable_histogram, self._stable_measured, q)
+            for q in self.config.latency_quantiles
+        ]
 
     def update(self, second: float, stable: Counts, canary: Counts) -> Verdict:
         """Take one second's outcomes of both sides and say what the evidence shows now."""
@@ -433,16 +505,11 @@ class Detector:
                     canary_n,
                     stable_n,
                 )
-        for bucket, count in stable.histogram.items():
-            self._stable_histogram[bucket] = self._stable_histogram.get(bucket, 0) + count
-            self._stable_measured += count
+        self._learn_latency(stable.histogram)
         if self._stable_measured >= self.config.min_stable_for_latency and (
             self._thresholds is None or self._refresh_due()
         ):
-            thresholds = [
-                _quantile_bucket(self._stable_histogram, self._stable_measured, q)
-                for q in self.config.latency_quantiles
-            ]
+            thresholds = self._quantile_thresholds()
             if self._thresholds is not None:
                 for test, old, new in zip(self.latency, self._thresholds, thresholds, strict=True):
                     if old != new:

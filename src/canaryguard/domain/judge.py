@@ -5,7 +5,7 @@ stream at simulated speed) both use this one class, so a replay decides what the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import cel
@@ -94,6 +94,12 @@ class Judge:
         self._programs: dict[int, cel.Program] = {}
         self.started_at = started_at
         self.last_second: int | None = None
+
+    def prime(self, history: Sequence[SecondStats | None]) -> None:
+        """Stable's seconds before the canary started, oldest first (``None``: no data): the
+        detector learns stable's wobble from them (``Detector.prime``); nothing is judged."""
+        if self.config.detector_enabled:
+            self.detector.prime([_counts(stats) for stats in history])
 
     def reconfigure(self, config: RollbackConfig) -> None:
         """New conditions at run time (the detector's evidence is kept)."""

@@ -189,6 +189,13 @@ class RollbackConfig(_Frozen):
     warmup_seconds: float = Field(
         default=0, ge=0, le=86_400, description="seconds after canary start that are not judged"
     )
+    history_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3_600,
+        description="seconds of stable's traffic before the canary started from which the "
+        "detector learns how much stable's rates wobble and its latency quantiles (0: none)",
+    )
     veto_seconds: float = Field(
         default=0,
         ge=0,

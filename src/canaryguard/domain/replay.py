@@ -9,9 +9,11 @@ or one variant's aggregate of one second::
     {"t": 12, "variant": "stable", "requests": 950, "errors": 9, "latency_ms": [41.0, 52.5]}
 
 ``t`` is seconds since the canary started; ``latency_ms`` of an aggregate lists latency samples
-(any number, also none). Lines may come in any order. Each second is judged as the monitor
-judges a settled second, and a decision at second ``s`` is reported at ``s + 1 + settle``: when
-the live monitor would have taken it.
+(any number, also none). Stable's lines may have a negative ``t``: its traffic before the canary
+started, from which the detector learns how much stable's rates wobble (the last
+``history_seconds`` of it are used, as the live monitor does). Lines may come in any order.
+Each second is judged as the monitor judges a settled second, and a decision at second ``s`` is
+reported at ``s + 1 + settle``: when the live monitor would have taken it.
 """
 
 from __future__ import annotations
@@ -51,11 +53,11 @@ class ReplayResult:
         }
 
 
-def _number(line: Mapping[str, Any], key: str, where: str) -> float:
+def _number(line: Mapping[str, Any], key: str, where: str, *, negative: bool = False) -> float:
     value = line.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{where}: {key!r} must be a finite number, got {value!r}")
-    if value < 0:
+    if value < 0 and not negative:
         raise ValueError(f"{where}: {key!r} must be >= 0, got {value!r}")
     return float(value)
 
@@ -74,7 +76,12 @@ def parse_stream(
             variant = Variant(str(line.get("variant")))
         except ValueError:
             raise ValueError(f"{where}: variant must be 'stable' or 'canary'") from None
-        second = int(_number(line, "t", where))
+        second = math.floor(_number(line, "t", where, negative=True))
+        if second < 0 and variant is not Variant.STABLE:
+            raise ValueError(
+                f"{where}: t must be >= 0 for the canary (a negative t is stable's traffic "
+                "before the canary started)"
+            )
         stats = seconds.setdefault(second, {}).setdefault(variant, SecondStats())
         if "requests" in line:
             requests = int(_number(line, "requests", where))
@@ -109,8 +116,10 @@ def replay(
     """Judge every second from 0 to the last one in order (missing seconds are empty). With
     ``auto_rollback_enabled`` off, a regression is reported but not as a rollback."""
     judge = Judge(config, started_at=0, extensions=extensions)
+    before = range(-config.history_seconds, 0)
+    judge.prime([seconds.get(second, {}).get(Variant.STABLE) for second in before])
     last = max(seconds, default=-1)
-    for second in range(min(0, min(seconds, default=0)), last + 1):
+    for second in range(last + 1):
         judge.push(second, seconds.get(second, {}))
         _, found = judge.judge(EPOCH + timedelta(seconds=second + 1))
         if found is not None:
@@ -129,5 +138,5 @@ def replay(
         decision_t=None,
         reason="no regression found",
         condition="",
-        seconds=last + 1,
+        seconds=max(last + 1, 0),
     )

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from canaryguard.domain.assignment import Variant
 from canaryguard.domain.checks import Extension
 from canaryguard.domain.errors import (
     CanaryGuardError,
@@ -163,6 +164,20 @@ class Monitor:
             judge=Judge(deployment.config, started_at=first, extensions=self.extensions),
             next_second=first,
         )
+        # stable before the canary: how much its rates wobble, so the detector need not
+        # assume the worst until the canary's own first blocks show it (docs/detection.md);
+        # settled seconds only, as for the run itself
+        if deployment.config.detector_enabled:
+            settled = int(self.until(now).timestamp())
+            windows = self._ports.windows
+            watch.judge.prime(
+                [
+                    windows.second(deployment.name, second).get(Variant.STABLE)
+                    for second in range(
+                        first - deployment.config.history_seconds, min(first, settled + 1)
+                    )
+                ]
+            )
         self._watches[deployment.name] = watch
         return watch
 
