@@ -12,11 +12,9 @@ Run from the repository root::
 
 Defaults: ``--runs 500`` per regression scenario (10 minutes each), ``--null-runs 2000`` per
 no-regression scenario (30 minutes each), ``--calibration-runs 2000``, ``--workers 2``,
-``--seed 1``, ``--canaries 1000 --cpu-ticks 60``. With the earlier detector (four tests, about
-120 us per ``Detector.update``) that took 42 minutes on 2 shared, busy cores (``--quick``: 4
-minutes); with the current one (about 90 us a call), ``--workers 1 --runs 300 --null-runs 1000
---calibration-runs 1000`` took 21 minutes. Most of the time is the null runs: 1,800 seconds of
-canaryguard each.
+``--seed 1``, ``--history 300``, ``--canaries 1000 --cpu-ticks 60``: 13 minutes on 2 quiet
+cores (``--quick``: under 2). Most of the time is the null runs: 1,800 seconds of canaryguard
+each, twice (with and without history).
 
 **Ground truth.** Each run is one canary, simulated second by second with its own seeded numpy
 ``Generator`` (seeded from ``--seed``, the scenario's name and the run's number, so every
@@ -35,6 +33,13 @@ untouched); a latency wobble (each side's latency scale times its own Gamma fact
 CV 0.1, fixed per 10-second block; error rates untouched); telemetry lag (2 to 5 s per run:
 every detector sees every second that much later); data gaps (stretches of 5 to 30 s without
 data from either side, one per 3 minutes on average).
+
+**Stable's history.** Before each run's canary starts, stable serves all the traffic: ``--history``
+seconds (300) simulated with their own generator (seeded like the run, key ``NAME/history``), all
+1,000 req/s on stable, with the run's over-dispersion, latency wobble and gaps (the fleet's
+character; no incident, ramp or lag). canaryguard gets them as ``Detector.prime``, as the monitor
+gives it stable's last ``history_seconds``; it also runs without them (``canaryguard, no
+history``), on the same streams. The baselines do not use history.
 
 **Detectors**, all fed the same streams:
 
@@ -65,6 +70,10 @@ data from either side, one per 3 minutes on average).
   success condition; Kayenta's p-value), with the rest unchanged, set on ``--calibration-runs``
   separate runs of the null scenario (their own seeds) so that 1 % of them roll back, then used
   on every scenario.
+- each baseline ``matched`` (when the null scenario runs): the same, with the line set so that
+  the calibration runs roll back at canaryguard's own rate in the null scenario (at most that
+  share: ``floor(rate x runs)`` of them); the goal "faster than every baseline tuned to the same
+  false-rollback rate" is judged against these.
 
 Baselines only look at the end of their intervals, so each run keeps its checks' statistics and
 the decisions for any line are taken afterwards, vectorised. A detection counts when the rollback
@@ -249,11 +258,15 @@ def bucket_probabilities(scale: Floats, tail: Floats) -> Floats:
 
 def block_factors(rng: np.random.Generator, cv: float, seconds: int) -> Floats:
     """(2, seconds): an independent Gamma factor (mean 1, coefficient of variation ``cv``) per
-    side and ``BLOCK_SECONDS`` block, repeated over the block's seconds."""
+    side and ``BLOCK_SECONDS`` block, repeated over the block's seconds. The blocks start at a
+    random phase: the fleet's wobble does not keep time with the canary's start (nor with the
+    detector's blocks)."""
     shape = 1.0 / cv**2
-    blocks = -(-seconds // BLOCK_SECONDS)
+    phase = int(rng.integers(0, BLOCK_SECONDS))
+    blocks = -(-(seconds + phase) // BLOCK_SECONDS)
     factors = rng.gamma(shape, 1.0 / shape, size=(2, blocks))
-    return np.asarray(np.repeat(factors, BLOCK_SECONDS, axis=1)[:, :seconds], dtype=np.float64)
+    repeated = np.repeat(factors, BLOCK_SECONDS, axis=1)[:, phase : phase + seconds]
+    return np.asarray(repeated, dtype=np.float64)
 
 
 def simulate(

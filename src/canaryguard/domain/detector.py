@@ -85,7 +85,7 @@ class DetectorConfig:
     block_seconds: int = 10
     prior_dispersion: float = 2.1
     prior_blocks: float = 0.5
-    dispersion_z: float = 0.7
+    dispersion_z: float = 1.0
     latency_prior_dispersion: float = 10.0
     latency_prior_blocks: float = 0.2
     latency_dispersion_z: float = 2.0
@@ -173,9 +173,13 @@ class SequentialTest:
         "_blocks",
         "_config",
         "_drift",
+        "_drift2",
+        "_drift2_noise",
         "_drift_noise",
+        "_earlier",
         "_log_lr",
         "_pairs",
+        "_pairs2",
         "_previous",
         "_primed",
         "_prior",
@@ -223,6 +227,10 @@ class SequentialTest:
         self._previous: tuple[int, int] | None = None
         self._drift = self._drift_noise = 0.0
         self._pairs = 0
+        # and between blocks two apart: with the lag-1 pairs, the long-run drift
+        self._earlier: tuple[int, int] | None = None
+        self._drift2 = self._drift2_noise = 0.0
+        self._pairs2 = 0
         self._primed = False
 
     def prime(self, stable_events: int, stable_n: int) -> None:
@@ -230,10 +238,10 @@ class SequentialTest:
         stable's rate from block to block is learnt (there is no canary to compare)."""
         if self._primed:
             raise RuntimeError("history comes before the canary's first second")
+        if stable_n == 0:
+            return  # a gap: blocks count seconds with traffic, as in ``update``
         self._block[0] += stable_events
         self._block[1] += stable_n
-        if stable_events == 0:
-            return  # blocks count seconds with events, as in ``update``
         self._block_ticks += 1
         if self._block_ticks >= self._config.block_seconds:
             self._close_drift()
@@ -258,7 +266,12 @@ class SequentialTest:
             return  # no information about the ratio (and nothing to temper)
         events = canary_events + stable_events
         if events == 0:
+            # no evidence either way, but a second of the block: blocks are seconds of
+            # traffic, so they keep time with how fast the rates move, in history too
             self._block[1] += stable_n
+            self._block_ticks += 1
+            if self._block_ticks >= self._config.block_seconds:
+                self._close_block()
             return
         # the dispersion of this second comes from the seconds before it, and from this
         # second's totals only (the test conditions on them): predictable
@@ -285,17 +298,24 @@ class SequentialTest:
     def restart_drift(self) -> None:
         """What counts as an event changed (a new latency threshold): stable's rate before
         and after are not comparable, so no drift is measured across the change."""
-        self._previous = None
+        self._previous = self._earlier = None
         self._block = [0, 0]
 
     def _close_drift(self) -> None:
+        block = (self._block[0], self._block[1])
         if self._previous is not None:
-            drift = _drift(self._previous, self._block)
+            drift = _drift(self._previous, block)
             if drift is not None:
                 self._drift += drift[0]
                 self._drift_noise += drift[1]
                 self._pairs += 1
-        self._previous = (self._block[0], self._block[1])
+        if self._earlier is not None:
+            drift = _drift(self._earlier, block)
+            if drift is not None:
+                self._drift2 += drift[0]
+                self._drift2_noise += drift[1]
+                self._pairs2 += 1
+        self._earlier, self._previous = self._previous, block
         self._block = [0, 0]
 
     def _close_block(self) -> None:
@@ -316,15 +336,11 @@ class SequentialTest:
         # a weighted average of the prior (worth prior_blocks blocks), the dispersion implied
         # by stable's rate drift (one weight per pair of consecutive blocks, the unfinished
         # block counting for its share) and the canary's residuals (one per degree of freedom)
-        drift, noise, pairs = self._drift, self._drift_noise, float(self._pairs)
         ticks = self._block_ticks
-        previous = self._previous
-        partial = _drift(previous, self._block) if previous is not None and ticks >= 2 else None
-        if partial is not None:
-            share = ticks / self._config.block_seconds
-            drift += share * partial[0]
-            noise += share * partial[1]
-            pairs += share
+        share = ticks / self._config.block_seconds if ticks >= 2 else 0.0
+        drift, noise, pairs = _with_partial(
+            (self._drift, self._drift_noise, float(self._pairs)), self._previous, self._block, share
+        )
         weight = self._prior_blocks
         total = weight * self._prior
         if pairs > 0:
@@ -332,7 +348,24 @@ class SequentialTest:
             # block, bounded z standard errors up; both sides drifting so much independently
             # multiplies the variance of a block's canary count by 1 + 2 kappa V
             kappa = max(drift / pairs, 0.0)
-            kappa += self._z * (2.0 * kappa + noise / pairs) / math.sqrt(2.0 * pairs)
+            error = (2.0 * kappa + noise / pairs) / math.sqrt(2.0 * pairs)
+            drift2, noise2, pairs2 = _with_partial(
+                (self._drift2, self._drift2_noise, float(self._pairs2)),
+                self._earlier,
+                self._block,
+                share,
+            )
+            if pairs2 > 0:
+                # the rate's wobble need not keep time with the blocks: a wobble that changes
+                # mid-block is shared by neighbouring blocks, which then look alike and
+                # understate it. With no correlation beyond one block, the long-run drift is
+                # 3 D2 - 2 D1 (D1, D2: the drift between blocks one and two apart)
+                kappa2 = max(drift2 / pairs2, 0.0)
+                long_run = 3.0 * kappa2 - 2.0 * kappa
+                if long_run > kappa:
+                    error2 = (2.0 * kappa2 + noise2 / pairs2) / math.sqrt(2.0 * pairs2)
+                    kappa, error = long_run, math.sqrt(9.0 * error2**2 + 4.0 * error**2)
+            kappa += self._z * error
             # a block's binomial variance: from the closed blocks, else extrapolated from
             # this one so far with this second (from the first second on, so that a drift
             # learnt from stable's history tempers the canary's very first seconds)
@@ -386,6 +419,23 @@ def _drift(before: Sequence[int], after: Sequence[int]) -> tuple[float, float] |
     m1, m2 = rate * n1, rate * n2
     noise = 1.0 / m1 + 1.0 / m2
     return ((e1 / m1 - e2 / m2) ** 2 - noise) / 2.0, noise
+
+
+def _with_partial(
+    sums: tuple[float, float, float],
+    before: tuple[int, int] | None,
+    block: Sequence[int],
+    share: float,
+) -> tuple[float, float, float]:
+    """Drift sums (drift, noise, pairs) with the unfinished block's pair against ``before``
+    counted for its ``share`` of a block."""
+    if before is None or share <= 0:
+        return sums
+    partial = _drift(before, block)
+    if partial is None:
+        return sums
+    drift, noise, pairs = sums
+    return drift + share * partial[0], noise + share * partial[1], pairs + share
 
 
 def _slow(histogram: Mapping[int, int], above: int) -> int:
