@@ -28,9 +28,10 @@ request 10 % slower), or a tail (1 % of canary requests 500 ms slower: a mixture
 probabilities come from the shifted lognormal's CDF). Nuisances: a diurnal ramp (traffic from
 x0.5 to x1.5 over the run); an incident on both sides (errors x5 for the 2 middle minutes); a
 canary warm-up (its first 60 s with errors x3 and latency x1.5); over-dispersion (each side's
-error rate times its own Gamma factor, mean 1, CV 0.3, fixed per 10-second block; latency
-untouched); a latency wobble (each side's latency scale times its own Gamma factor, mean 1,
-CV 0.1, fixed per 10-second block; error rates untouched); telemetry lag (2 to 5 s per run:
+error rate times its own Gamma factor, mean 1, CV 0.3, fixed per 10-second block, the blocks at
+a random phase to the canary's start; latency untouched); a latency wobble (each side's latency
+scale times its own Gamma factor, mean 1, CV 0.1, fixed per 10-second block at a random phase;
+error rates untouched); telemetry lag (2 to 5 s per run:
 every detector sees every second that much later); data gaps (stretches of 5 to 30 s without
 data from either side, one per 3 minutes on average).
 
