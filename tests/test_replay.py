@@ -159,6 +159,18 @@ def test_the_replay_command_refuses_a_bad_config(tmp_path: Path) -> None:
     assert "alpha" in result.stderr
 
 
+def report_and_record(
+    server: RunningServer, batch: list[dict[str, Any]], out: Path, *, seconds: int
+) -> list[dict[str, Any]]:
+    """Report ``batch`` to the server, then ``record`` for ``seconds``: the lines written."""
+    with server.client() as admin:
+        response = admin.post("/api/v1/observations", json={"observations": batch})
+        assert response.status_code == 202, response.text
+    result = cli(server, "record", NAME, "--out", str(out), "--seconds", str(seconds))
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
 def test_record_writes_live_observations_in_the_replay_format(
     server: RunningServer, tmp_path: Path
 ) -> None:
@@ -171,13 +183,7 @@ def test_record_writes_live_observations_in_the_replay_format(
          "histogram": {"24": n}}
         for variant, n in (("stable", 9), ("canary", 2))
     ]  # fmt: skip
-    with server.client() as admin:
-        response = admin.post("/api/v1/observations", json={"observations": batch})
-        assert response.status_code == 202, response.text
-    out = tmp_path / "recorded.jsonl"
-    result = cli(server, "record", NAME, "--out", str(out), "--seconds", "2")
-    assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = report_and_record(server, batch, tmp_path / "recorded.jsonl", seconds=2)
     assert sorted((line["variant"], line["requests"], line["errors"]) for line in lines) == [
         ("canary", 2, 1),
         ("stable", 9, 1),
@@ -200,12 +206,7 @@ def test_record_writes_stable_s_history_before_the_canary_with_negative_t(
              "histogram": {"24": 10}}
             for variant in ("stable", "canary")
         ]  # fmt: skip
-        response = admin.post("/api/v1/observations", json={"observations": batch})
-        assert response.status_code == 202, response.text
-    out = tmp_path / "recorded.jsonl"
-    result = cli(server, "record", NAME, "--out", str(out), "--seconds", "1")
-    assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = report_and_record(server, batch, tmp_path / "recorded.jsonl", seconds=1)
     before = [line for line in lines if line["t"] < 0]
     assert [(line["t"], line["variant"]) for line in before] == [(-5, "stable")]
     assert parse_stream(lines)[-5]  # replay reads it back as history

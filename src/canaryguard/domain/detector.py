@@ -172,14 +172,10 @@ class SequentialTest:
         "_block_variance",
         "_blocks",
         "_config",
-        "_drift",
-        "_drift2",
-        "_drift2_noise",
-        "_drift_noise",
         "_earlier",
+        "_lag1",
+        "_lag2",
         "_log_lr",
-        "_pairs",
-        "_pairs2",
         "_previous",
         "_primed",
         "_prior",
@@ -225,12 +221,10 @@ class SequentialTest:
         # stable's events and requests in this block and the last one: the drift of its rate
         self._block = [0, 0]
         self._previous: tuple[int, int] | None = None
-        self._drift = self._drift_noise = 0.0
-        self._pairs = 0
+        self._lag1 = [0.0, 0.0, 0.0]  # drift, its Poisson noise, pairs: blocks one apart
         # and between blocks two apart: with the lag-1 pairs, the long-run drift
         self._earlier: tuple[int, int] | None = None
-        self._drift2 = self._drift2_noise = 0.0
-        self._pairs2 = 0
+        self._lag2 = [0.0, 0.0, 0.0]  # the same, blocks two apart
         self._primed = False
 
     def prime(self, stable_events: int, stable_n: int) -> None:
@@ -303,18 +297,12 @@ class SequentialTest:
 
     def _close_drift(self) -> None:
         block = (self._block[0], self._block[1])
-        if self._previous is not None:
-            drift = _drift(self._previous, block)
+        for sums, before in ((self._lag1, self._previous), (self._lag2, self._earlier)):
+            drift = _drift(before, block) if before is not None else None
             if drift is not None:
-                self._drift += drift[0]
-                self._drift_noise += drift[1]
-                self._pairs += 1
-        if self._earlier is not None:
-            drift = _drift(self._earlier, block)
-            if drift is not None:
-                self._drift2 += drift[0]
-                self._drift2_noise += drift[1]
-                self._pairs2 += 1
+                sums[0] += drift[0]
+                sums[1] += drift[1]
+                sums[2] += 1
         self._earlier, self._previous = self._previous, block
         self._block = [0, 0]
 
@@ -338,9 +326,7 @@ class SequentialTest:
         # block counting for its share) and the canary's residuals (one per degree of freedom)
         ticks = self._block_ticks
         share = ticks / self._config.block_seconds if ticks >= 2 else 0.0
-        drift, noise, pairs = _with_partial(
-            (self._drift, self._drift_noise, float(self._pairs)), self._previous, self._block, share
-        )
+        drift, noise, pairs = _with_partial(self._lag1, self._previous, self._block, share)
         weight = self._prior_blocks
         total = weight * self._prior
         if pairs > 0:
@@ -350,7 +336,7 @@ class SequentialTest:
             kappa = max(drift / pairs, 0.0)
             error = (2.0 * kappa + noise / pairs) / math.sqrt(2.0 * pairs)
             drift2, noise2, pairs2 = _with_partial(
-                (self._drift2, self._drift2_noise, float(self._pairs2)),
+                self._lag2,
                 self._earlier,
                 self._block,
                 share,
@@ -422,19 +408,17 @@ def _drift(before: Sequence[int], after: Sequence[int]) -> tuple[float, float] |
 
 
 def _with_partial(
-    sums: tuple[float, float, float],
+    sums: Sequence[float],
     before: tuple[int, int] | None,
     block: Sequence[int],
     share: float,
 ) -> tuple[float, float, float]:
     """Drift sums (drift, noise, pairs) with the unfinished block's pair against ``before``
     counted for its ``share`` of a block."""
-    if before is None or share <= 0:
-        return sums
-    partial = _drift(before, block)
-    if partial is None:
-        return sums
     drift, noise, pairs = sums
+    partial = _drift(before, block) if before is not None and share > 0 else None
+    if partial is None:
+        return drift, noise, pairs
     return drift + share * partial[0], noise + share * partial[1], pairs + share
 
 
