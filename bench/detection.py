@@ -33,7 +33,8 @@ a random phase to the canary's start; latency untouched); a latency wobble (each
 scale times its own Gamma factor, mean 1, CV 0.1, fixed per 10-second block at a random phase;
 error rates untouched); telemetry lag (2 to 5 s per run:
 every detector sees every second that much later); data gaps (stretches of 5 to 30 s without
-data from either side, one per 3 minutes on average).
+data from either side, one per 3 minutes on average). Outside the default run (``--scenarios
+null-slow-dispersion``): over-dispersion whose factors last 60 s instead of 10 s.
 
 **Stable's history.** Before each run's canary starts, stable serves all the traffic: ``--history``
 seconds (300) simulated with their own generator (seeded like the run, key ``NAME/history``), all
@@ -166,6 +167,7 @@ class Scenario:
     onset: int = 0
     error_dispersion_cv: float = 0.0  # each side's error rate x Gamma(mean 1, this CV) per block
     latency_wobble_cv: float = 0.0  # each side's latency scale x Gamma(mean 1, this CV) per block
+    wobble_seconds: int = BLOCK_SECONDS  # how long each of those factors lasts
     ramp: bool = False
     incident: bool = False
     warmup: bool = False
@@ -214,10 +216,20 @@ NULLS = (
     Scenario("null-incident", "incident on both sides", NULL_SECONDS, incident=True),
     Scenario("null-dispersion", "over-dispersed", NULL_SECONDS, error_dispersion_cv=0.3),
     Scenario("null-wobble", "latency wobble", NULL_SECONDS, latency_wobble_cv=0.1),
+    Scenario(
+        "null-slow-dispersion",
+        "over-dispersed, 1 min swings",
+        NULL_SECONDS,
+        error_dispersion_cv=0.3,
+        wobble_seconds=60,
+    ),
     Scenario("null-ramp", "diurnal ramp", NULL_SECONDS, ramp=True),
     Scenario("null-warmup", "canary warm-up", NULL_SECONDS, warmup=True),
 )
 SCENARIOS = {scenario.name: scenario for scenario in (*REGRESSIONS, *NULLS)}
+# outside the issue's goals, run on request: a stress case the detector does not handle yet
+EXTRA = ("null-slow-dispersion",)
+DEFAULT_SCENARIOS = [name for name in SCENARIOS if name not in EXTRA]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,16 +269,18 @@ def bucket_probabilities(scale: Floats, tail: Floats) -> Floats:
     return np.asarray((1.0 - tail)[:, None] * plain + tail[:, None] * shifted, dtype=np.float64)
 
 
-def block_factors(rng: np.random.Generator, cv: float, seconds: int) -> Floats:
+def block_factors(
+    rng: np.random.Generator, cv: float, seconds: int, block: int = BLOCK_SECONDS
+) -> Floats:
     """(2, seconds): an independent Gamma factor (mean 1, coefficient of variation ``cv``) per
-    side and ``BLOCK_SECONDS`` block, repeated over the block's seconds. The blocks start at a
+    side and ``block`` seconds, repeated over the block's seconds. The blocks start at a
     random phase: the fleet's wobble does not keep time with the canary's start (nor with the
     detector's blocks)."""
     shape = 1.0 / cv**2
-    phase = int(rng.integers(0, BLOCK_SECONDS))
-    blocks = -(-(seconds + phase) // BLOCK_SECONDS)
+    phase = int(rng.integers(0, block))
+    blocks = -(-(seconds + phase) // block)
     factors = rng.gamma(shape, 1.0 / shape, size=(2, blocks))
-    repeated = np.repeat(factors, BLOCK_SECONDS, axis=1)[:, phase : phase + seconds]
+    repeated = np.repeat(factors, block, axis=1)[:, phase : phase + seconds]
     return np.asarray(repeated, dtype=np.float64)
 
 
@@ -306,9 +320,13 @@ def simulate(
     latency_scale[1, after] *= scenario.latency_ratio
     tail[1, after] = scenario.tail_share
     if scenario.error_dispersion_cv > 0:
-        error_scale *= block_factors(rng, scenario.error_dispersion_cv, seconds)
+        error_scale *= block_factors(
+            rng, scenario.error_dispersion_cv, seconds, scenario.wobble_seconds
+        )
     if scenario.latency_wobble_cv > 0:
-        latency_scale *= block_factors(rng, scenario.latency_wobble_cv, seconds)
+        latency_scale *= block_factors(
+            rng, scenario.latency_wobble_cv, seconds, scenario.wobble_seconds
+        )
     errors = rng.binomial(requests, np.minimum(ERROR_RATE * error_scale, 1.0)).astype(np.int64)
 
     # one multinomial per second and side, over the few distinct latency distributions
@@ -356,6 +374,7 @@ def history_for(scenario: Scenario, rng: np.random.Generator, seconds: int) -> S
         seconds,
         error_dispersion_cv=scenario.error_dispersion_cv,
         latency_wobble_cv=scenario.latency_wobble_cv,
+        wobble_seconds=scenario.wobble_seconds,
         gaps=scenario.gaps,
     )
     return simulate(before, rng, canary_share=0.0)
@@ -1106,7 +1125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=positive, help="per regression scenario (default 500)")
     parser.add_argument("--null-runs", type=positive, help="per null scenario (default 2000)")
     parser.add_argument("--calibration-runs", type=positive, help="to tune the baselines (2000)")
-    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=list(SCENARIOS),
+        default=DEFAULT_SCENARIOS,
+        help=f"default: all but {', '.join(EXTRA)}",
+    )
     parser.add_argument("--workers", type=positive, default=2, help="simulation processes")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(

@@ -6,6 +6,7 @@ import pytest
 
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.domain.errors import Conflict, NotAllowed
+from canaryguard.domain.events import RollbackCancelled
 from canaryguard.domain.models import DeploymentState, RollbackStatus
 from canaryguard.engine.app import CanaryGuard
 from tests.helpers import ACTOR, seed
@@ -57,6 +58,24 @@ async def test_cancelling_drops_it(app: CanaryGuard) -> None:
         await app.rollbacks.confirm(pending.id, actor="bob")
 
 
+async def test_cancelling_announces_the_end_of_the_rollback(app: CanaryGuard) -> None:
+    await start(app)
+    pending = await app.rollbacks.request(NAME, reason="errors up", actor="alice")
+    await app.rollbacks.cancel(pending.id, actor="bob")
+    [closed] = [
+        e.event
+        for e in await app.events.read(deployment=NAME)
+        if e.type == "io.canaryguard.rollback.cancelled"
+    ]
+    assert isinstance(closed, RollbackCancelled)
+    assert (closed.rollback_id, closed.status, closed.closed_by, closed.reason) == (
+        pending.id,
+        "cancelled",
+        "bob",
+        "errors up",
+    )
+
+
 async def test_an_unconfirmed_rollback_expires_and_changes_nothing(app: CanaryGuard) -> None:
     await start(app, confirmation_timeout_seconds=60)
     pending = await app.rollbacks.request(NAME, reason="errors up", actor="alice")
@@ -68,6 +87,23 @@ async def test_an_unconfirmed_rollback_expires_and_changes_nothing(app: CanaryGu
     assert await state(app) is DeploymentState.CANARY_ACTIVE
     audit = [r.action for r in await app.audit.list(deployment=NAME)]
     assert "rollback.expired" in audit
+
+
+async def test_expiry_announces_the_end_of_the_rollback(app: CanaryGuard) -> None:
+    await start(app, confirmation_timeout_seconds=60)
+    pending = await app.rollbacks.request(NAME, reason="errors up", actor="alice")
+    clock = app.ports.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(61)
+    await app.rollbacks.expire_due()
+    closed = [
+        e.event
+        for e in await app.events.read(deployment=NAME)
+        if e.type == "io.canaryguard.rollback.cancelled"
+    ]
+    assert [(c.rollback_id, c.status) for c in closed if isinstance(c, RollbackCancelled)] == [
+        (pending.id, "expired")
+    ]
 
 
 async def test_a_late_confirmation_is_refused_and_the_rollback_recorded_as_expired(

@@ -24,6 +24,7 @@ __all__ = [
     "EventRecord",
     "ManualRollbackInitiated",
     "PolicyPublished",
+    "RollbackCancelled",
     "RollbackCompleted",
     "RollbackFailed",
     "RollbackProgress",
@@ -125,6 +126,18 @@ class RollbackCompleted(_EventData):
     final_state: DeploymentState
 
 
+class RollbackCancelled(_EventData):
+    """A pending (unconfirmed) rollback closed without running: cancelled by someone, or
+    expired after ``confirmation_timeout_seconds``. Nothing changed; the stream sees the end of
+    the rollback whose ``manual_initiated`` it saw."""
+
+    type: Literal["io.canaryguard.rollback.cancelled"] = "io.canaryguard.rollback.cancelled"
+    rollback_id: str
+    status: Literal["cancelled", "expired"]
+    closed_by: str
+    reason: str
+
+
 class RollbackFailed(_EventData):
     type: Literal["io.canaryguard.rollback.failed"] = "io.canaryguard.rollback.failed"
     rollback_id: str
@@ -146,6 +159,7 @@ Event = Annotated[
     | ManualRollbackInitiated
     | RollbackProgress
     | RollbackCompleted
+    | RollbackCancelled
     | RollbackFailed,
     Field(discriminator="type"),
 ]

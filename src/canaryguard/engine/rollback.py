@@ -28,6 +28,7 @@ from canaryguard.domain.errors import (
 from canaryguard.domain.events import (
     AutoRollbackTriggered,
     ManualRollbackInitiated,
+    RollbackCancelled,
     RollbackCompleted,
     RollbackFailed,
 )
@@ -536,6 +537,17 @@ class RollbackManager:
                 }
             )
             await unit.tx.rollbacks.update(closed)
+            current = await unit.tx.deployments.get(pending.deployment)
+            await unit.emit(
+                RollbackCancelled(
+                    rollback_id=pending.id,
+                    status="expired" if status is RollbackStatus.EXPIRED else "cancelled",
+                    closed_by=actor,
+                    reason=pending.reason,
+                ),
+                deployment=pending.deployment,
+                revision=None if current is None else current.revision,
+            )
             await unit.audit(
                 f"rollback.{status.value}",
                 deployment=pending.deployment,
