@@ -7,7 +7,7 @@ import pytest
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.domain.errors import Conflict, NotAllowed
 from canaryguard.domain.events import RollbackCancelled
-from canaryguard.domain.models import DeploymentState, RollbackStatus
+from canaryguard.domain.models import DeploymentState, RollbackRecord, RollbackStatus
 from canaryguard.engine.app import CanaryGuard
 from tests.helpers import ACTOR, seed
 
@@ -76,13 +76,18 @@ async def test_cancelling_announces_the_end_of_the_rollback(app: CanaryGuard) ->
     )
 
 
-async def test_an_unconfirmed_rollback_expires_and_changes_nothing(app: CanaryGuard) -> None:
+async def expire_one(app: CanaryGuard) -> tuple[RollbackRecord, list[RollbackRecord]]:
+    """A rollback requested with a 60 s deadline, and what ``expire_due`` 61 s later closed."""
     await start(app, confirmation_timeout_seconds=60)
     pending = await app.rollbacks.request(NAME, reason="errors up", actor="alice")
     clock = app.ports.clock
     assert isinstance(clock, ManualClock)
     clock.advance(61)
-    [expired] = await app.rollbacks.expire_due()
+    return pending, await app.rollbacks.expire_due()
+
+
+async def test_an_unconfirmed_rollback_expires_and_changes_nothing(app: CanaryGuard) -> None:
+    pending, [expired] = await expire_one(app)
     assert (expired.id, expired.status) == (pending.id, RollbackStatus.EXPIRED)
     assert await state(app) is DeploymentState.CANARY_ACTIVE
     audit = [r.action for r in await app.audit.list(deployment=NAME)]
@@ -90,12 +95,7 @@ async def test_an_unconfirmed_rollback_expires_and_changes_nothing(app: CanaryGu
 
 
 async def test_expiry_announces_the_end_of_the_rollback(app: CanaryGuard) -> None:
-    await start(app, confirmation_timeout_seconds=60)
-    pending = await app.rollbacks.request(NAME, reason="errors up", actor="alice")
-    clock = app.ports.clock
-    assert isinstance(clock, ManualClock)
-    clock.advance(61)
-    await app.rollbacks.expire_due()
+    pending, _ = await expire_one(app)
     closed = [
         e.event
         for e in await app.events.read(deployment=NAME)
