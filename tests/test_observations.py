@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -177,6 +180,67 @@ async def test_a_flush_appends_one_row_per_key_with_revision_and_histogram(
     assert [(r.revision, r.requests, json.loads(r.histogram)) for r in rows] == [
         (2, 20, {"24": 8, "30": 12})
     ]
+
+
+async def stored_requests(app: CanaryGuard) -> int:
+    store = app.ports.store
+    assert isinstance(store, SqlStore)
+    async with store.engine.connect() as conn:
+        total = (
+            await conn.execute(sa.select(sa.func.sum(observation_rollups.c.requests)))
+        ).scalar()
+    return int(total or 0)
+
+
+def failing_writes(monkeypatch: pytest.MonkeyPatch, app: CanaryGuard, *, committed: bool) -> None:
+    """The store's next writes fail: after their commit (the connection dropped before the
+    answer came back) when ``committed``, else before it (rolled back)."""
+    store = app.ports.store
+    assert isinstance(store, SqlStore)
+    real = store.write
+
+    @contextlib.asynccontextmanager
+    async def write(*, exclusive: bool = True) -> AsyncIterator[Any]:
+        async with real(exclusive=exclusive) as tx:
+            yield tx
+            if not committed:
+                raise OSError("connection lost before the commit")
+        raise OSError("connection lost after the commit")
+
+    monkeypatch.setattr(store, "write", write)
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["after-commit", "before-commit"])
+async def test_a_failed_flush_is_written_exactly_once_when_retried(
+    app: CanaryGuard, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    await app.observations.ingest([observation(now)])
+    with monkeypatch.context() as patched:
+        failing_writes(patched, app, committed=committed)
+        with pytest.raises(OSError, match="connection lost"):
+            await app.observations.flush()
+    await app.observations.ingest([observation(now + 1)])  # more, while the retry waits
+    await app.observations.flush()
+    assert await stored_requests(app) == 20  # each observation once
+    assert await app.observations.flush() == 0
+
+
+async def test_a_flush_that_keeps_failing_loses_nothing(
+    app: CanaryGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await seed(app)
+    now = int(app.ports.clock.now().timestamp())
+    await app.observations.ingest([observation(now)])
+    with monkeypatch.context() as patched:
+        failing_writes(patched, app, committed=False)
+        for _ in range(3):
+            await app.observations.ingest([observation(now)])
+            with pytest.raises(OSError, match="connection lost"):
+                await app.observations.flush()
+    await app.observations.flush()
+    assert await stored_requests(app) == 40
 
 
 async def test_summary_has_percentiles_from_the_histograms(app: CanaryGuard) -> None:

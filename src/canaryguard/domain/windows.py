@@ -216,15 +216,6 @@ class WindowStore:
         taken, self._unflushed = self._unflushed, {}
         return taken
 
-    def put_back(self, deltas: Mapping[RollupKey, SecondStats]) -> None:
-        """Deltas whose write failed: they go out with the next flush."""
-        for key, stats in deltas.items():
-            mine = self._unflushed.get(key)
-            if mine is None:
-                self._unflushed[key] = stats
-            else:
-                mine.merge(stats)
-
     @property
     def unflushed(self) -> int:
         self._fold()

@@ -63,6 +63,10 @@ class ObservationService:
         self._batches: dict[str, datetime] = {}  # batch ids merged here, for retries
         self._unflushed_batches: list[str] = []
         self._flush_seq = 0  # this replica's flushes so far
+        # a flush that raised: its rows may or may not have been committed (a connection can
+        # drop after the commit), so it is retried as it was, under its number, only if the
+        # database does not have that number yet
+        self._retry: tuple[int, dict[RollupKey, SecondStats], list[str]] | None = None
         self._cursors: dict[str, int] = {}  # other replicas' flushes merged here, by node
         self._peers: dict[str, float] = {}  # other replicas seen flushing, by node: when
 
@@ -173,25 +177,43 @@ class ObservationService:
     async def flush(self) -> int:
         """Append what was merged since the last flush to the database; how many rows.
 
-        On failure the deltas go back and leave with the next flush."""
+        A flush that fails is kept and tried again first, exactly once in the database: its
+        number is recorded with its rows in one transaction, so the retry writes nothing when
+        the failed attempt did commit."""
+        if self._retry is not None:
+            number, deltas, batches = self._retry
+            await self._write(number, deltas, batches, unless_done=True)
+            self._retry = None
+            self._flush_seq = number
         deltas = self._windows.take_unflushed()
         batches, self._unflushed_batches = self._unflushed_batches, []
         if not deltas and not batches:
             return 0
         number = self._flush_seq + 1
         try:
-            async with self._ports.store.write(exclusive=False) as tx:
-                now = self._ports.clock.now()
-                await tx.observations.append(
-                    list(deltas.items()), node=self.node, flush_seq=number, at=now
-                )
-                await tx.observations.remember_batches(batches, at=now)
+            await self._write(number, deltas, batches)
         except BaseException:
-            self._windows.put_back(deltas)
-            self._unflushed_batches[:0] = batches
+            self._retry = (number, deltas, batches)
             raise
         self._flush_seq = number
         return len(deltas)
+
+    async def _write(
+        self,
+        number: int,
+        deltas: dict[RollupKey, SecondStats],
+        batches: list[str],
+        *,
+        unless_done: bool = False,
+    ) -> None:
+        async with self._ports.store.write(exclusive=False) as tx:
+            if unless_done and (await tx.observations.nodes()).get(self.node, 0) >= number:
+                return  # the failed attempt had committed after all
+            now = self._ports.clock.now()
+            await tx.observations.append(
+                list(deltas.items()), node=self.node, flush_seq=number, at=now
+            )
+            await tx.observations.remember_batches(batches, at=now)
 
     async def load(self) -> int:
         """Fill the window store from the database (at start); how many rows were read."""
