@@ -73,6 +73,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def serve_db(request: pytest.FixtureRequest) -> str | None:
+    """What ``serve --db`` gets on each backend: None for the embedded SQLite file in the data
+    directory, else a PostgreSQL URL (its own schema)."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_schema"))
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
@@ -107,9 +114,8 @@ async def other_replica(
     await guard.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+@pytest.fixture
+def server(serve_db: str | None, tmp_path: Path) -> Iterator[RunningServer]:
     """A real canaryguard server on loopback: the embedded default, or PostgreSQL."""
-    db_url = None if request.param == "sqlite" else request.getfixturevalue("pg_schema")
-    with running_server(tmp_path / "data", db_url, heartbeat_seconds=0.5) as running:
+    with running_server(tmp_path / "data", serve_db, heartbeat_seconds=0.5) as running:
         yield running

@@ -21,11 +21,10 @@ THREADS = 8
 CHANGES = 100
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+@pytest.fixture
+def served(serve_db: str | None, tmp_path: Path) -> Iterator[RunningServer]:
     """A server process: eight spinning threads here must not starve it of the GIL."""
-    db_url = None if request.param == "sqlite" else request.getfixturevalue("pg_schema")
-    with server_process(tmp_path / "data", db_url) as running:
+    with server_process(tmp_path / "data", serve_db) as running:
         yield running
 
 

@@ -71,9 +71,9 @@ def prepare(client: httpx.Client) -> list[str]:
     return names
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest) -> str | None:
-    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_schema"))
+@pytest.fixture
+def store(serve_db: str | None) -> str | None:
+    return serve_db
 
 
 def test_staged_rollbacks_survive_kill_9_and_apply_each_stage_once(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from canaryguard.adapters.bus import InProcessBus
 from canaryguard.domain.events import EVENT_TYPE_PREFIX, EventRecord, SplitChanged, event_adapter
 from canaryguard.engine.app import CanaryGuard
-from tests.helpers import ACTOR, seed
+from tests.helpers import ACTOR, V1, seed
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -110,3 +111,46 @@ async def test_concurrent_writers_in_one_process_publish_in_sequence_order(
     )
     seqs = [(await subscription.get()).seq for _ in range(20)]
     assert seqs == sorted(seqs)
+
+
+async def drain(subscription: Any) -> list[int]:
+    """The sequence numbers waiting in ``subscription``, in order."""
+    seqs = []
+    while True:
+        try:
+            seqs.append((await asyncio.wait_for(subscription.get(), 0.05)).seq)
+        except TimeoutError:
+            return seqs
+
+
+async def test_a_replica_relays_what_another_committed(
+    app: CanaryGuard, other_replica: CanaryGuard
+) -> None:
+    await app.events.start_relay()
+    live = app.ports.bus.subscribe()
+    await other_replica.policies.publish("sec", V1, actor=ACTOR)
+    assert await app.events.relay() == 1
+    [event] = await app.events.read()
+    assert await drain(live) == [event.seq]
+    assert await app.events.relay() == 0  # once
+
+
+async def test_a_local_change_after_a_remote_one_reaches_the_bus_in_sequence_order(
+    app: CanaryGuard, other_replica: CanaryGuard
+) -> None:
+    await app.policies.publish("sec", V1, actor=ACTOR)  # the bus has a position
+    live = app.ports.bus.subscribe()
+    await other_replica.policies.publish("sec", V1 | {"v": 2}, actor=ACTOR)
+    await app.policies.publish("sec", V1 | {"v": 3}, actor=ACTOR)  # no relay round between
+    assert await drain(live) == [e.seq for e in await app.events.read()][1:]
+
+
+async def test_local_only_subscribers_do_not_get_relayed_events(
+    app: CanaryGuard, other_replica: CanaryGuard
+) -> None:
+    await app.events.start_relay()
+    local = app.ports.bus.subscribe(relayed=False)
+    await other_replica.policies.publish("sec", V1, actor=ACTOR)
+    await app.events.relay()
+    await app.policies.publish("sec", V1 | {"v": 2}, actor=ACTOR)
+    assert await drain(local) == [(await app.events.read())[-1].seq]

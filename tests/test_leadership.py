@@ -152,15 +152,13 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
     return True
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_when_the_leading_process_dies_another_takes_over(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    serve_db: str | None, tmp_path: Path
 ) -> None:
-    db_url = None if backend == "sqlite" else request.getfixturevalue("pg_schema")
     data_dir = tmp_path / "data"  # shared: the database (SQLite), keys and admin token
-    with server_process(data_dir, db_url) as first:
+    with server_process(data_dir, serve_db) as first:
         assert wait_for(lambda: leads(first), 20)
-        with server_process(data_dir, db_url) as second:
+        with server_process(data_dir, serve_db) as second:
             time.sleep(2)  # a few ticks: the second replica tries and does not get the lease
             assert not leads(second)
             assert first.process is not None
@@ -169,13 +167,11 @@ def test_when_the_leading_process_dies_another_takes_over(
             assert wait_for(lambda: leads(second), TTL.total_seconds() + 10)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_outcomes_reported_to_one_process_reach_the_others_status(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    serve_db: str | None, tmp_path: Path
 ) -> None:
-    db_url = None if backend == "sqlite" else request.getfixturevalue("pg_schema")
     data_dir = tmp_path / "data"
-    with server_process(data_dir, db_url) as first, server_process(data_dir, db_url) as second:
+    with server_process(data_dir, serve_db) as first, server_process(data_dir, serve_db) as second:
         with first.client() as client:
             client.post("/api/v1/policies/sec/versions", json={"document": {"tls": "1.2"}})
             client.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"})

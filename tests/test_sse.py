@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.servers import RunningServer
+from tests.servers import RunningServer, server_process
 
 NAME = "payments/security"
 
@@ -68,19 +69,27 @@ def test_reconnect_with_last_event_id_gets_exactly_the_missed_events_in_order(
     assert [e["data"]["to_percentage"] for e in missed] == [float(2 + i) for i in range(50)]
 
 
+def first_live_event(*, reading: RunningServer, changing: RunningServer) -> dict[str, Any]:
+    """The first live event a stream on ``reading`` gets while the split is changed through
+    ``changing`` (again and again, until the stream is subscribed and sees one)."""
+    got: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: got.extend(read_events(reading, 1)))
+    reader.start()
+    with changing.client() as client:
+        for percent in range(2, 100):
+            client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": percent})
+            reader.join(0.2)
+            if not reader.is_alive():
+                break
+    reader.join(5)
+    return got[0]
+
+
 def test_live_events_arrive_while_connected(server: RunningServer) -> None:
     with server.client() as client:
         seed(client)
-    got: list[dict[str, Any]] = []
-    reader = threading.Thread(target=lambda: got.extend(read_events(server, 1)))
-    reader.start()
-    with server.client() as client:
-        for _ in range(50):  # until the reader is subscribed and sees one
-            client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 3})
-            reader.join(0.1)
-            if not reader.is_alive():
-                break
-    assert got[0]["type"] == "io.canaryguard.split.changed"
+    event = first_live_event(reading=server, changing=server)
+    assert event["type"] == "io.canaryguard.split.changed"
 
 
 def test_filter_by_deployment(server: RunningServer) -> None:
@@ -178,3 +187,17 @@ def test_state_stream_watches_a_deployment_that_does_not_exist_yet(server: Runni
         client.post("/api/v1/deployments", json={"name": "later/app", "stable": "sec@1"})
     reader.join(10)
     assert [(s["name"], s["revision"]) for s in got] == [("later/app", 1)]
+
+
+def test_a_replica_s_live_stream_carries_a_change_made_through_another(
+    serve_db: str | None, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"  # shared: the database (SQLite), keys and admin token
+    with (
+        server_process(data_dir, serve_db) as first,
+        server_process(data_dir, serve_db) as second,
+    ):
+        with first.client() as client:
+            seed(client)
+        event = first_live_event(reading=second, changing=first)
+    assert event["type"] == "io.canaryguard.split.changed"

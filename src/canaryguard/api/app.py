@@ -71,6 +71,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_housekeeping(guard)),
             asyncio.create_task(_flushing(guard)),
+            asyncio.create_task(_relaying(guard)),
             asyncio.create_task(guard.monitor.run(monitor_seconds)),
             asyncio.create_task(guard.executor.run()),
         ]
@@ -165,6 +166,25 @@ async def _flushing(guard: CanaryGuard, every: float = 1.0) -> None:
     finally:
         with contextlib.suppress(Exception):
             await guard.observations.flush()
+
+
+async def _relaying(guard: CanaryGuard, every: float = 0.2) -> None:
+    """Put the events other replicas commit on this process's bus, five times a second, so
+    every replica's live streams (events, client state) see every change."""
+    started = failing = False
+    while True:
+        try:
+            if started:
+                await guard.events.relay()
+            else:
+                await guard.events.start_relay()
+                started = True
+            failing = False
+        except Exception:  # the next round reads from where the bus is
+            if not failing:
+                log.exception("relaying other replicas' events failed")
+            failing = True
+        await asyncio.sleep(every)
 
 
 def api_routes() -> list[APIRoute]:

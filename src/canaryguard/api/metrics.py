@@ -166,7 +166,8 @@ class MetricsExporter:
                 await self._task
 
     async def _observe_durations(self) -> None:
-        subscription = self._guard.ports.bus.subscribe(maxsize=4096)
+        # this process's rollbacks only: each replica counts what it did
+        subscription = self._guard.ports.bus.subscribe(maxsize=4096, relayed=False)
         try:
             while True:
                 event = (await subscription.get()).event

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from canaryguard.domain.events import EventRecord
-from canaryguard.engine.unit import Ports
+from canaryguard.engine.unit import Ports, relay_committed
 
 __all__ = ["EventFeed"]
 
@@ -30,6 +30,17 @@ class EventFeed:
     async def last_seq(self) -> int:
         async with self._ports.store.read() as tx:
             return await tx.events.last_seq()
+
+    async def start_relay(self) -> None:
+        """Mark the log's current end as published: relaying starts from there."""
+        self._ports.bus.advance(await self.last_seq())
+
+    async def relay(self) -> int:
+        """Publish on this process's bus what other processes on the database committed since
+        the bus's last event, in order (the server calls this a few times a second, so live
+        streams on every replica see every replica's changes); how many."""
+        async with self._ports.publish_order:
+            return await relay_committed(self._ports)
 
     async def _catch_up(self, after_seq: int, deployment: str | None) -> AsyncIterator[EventRecord]:
         while True:

@@ -307,11 +307,21 @@ class Subscription(Protocol):
 
 
 class EventBus(Protocol):
-    def publish(self, records: Sequence[EventRecord]) -> None:
-        """Hand committed events to every subscriber without waiting for any of them."""
+    def publish(self, records: Sequence[EventRecord], *, relayed: bool = False) -> None:
+        """Hand committed events to every subscriber without waiting for any of them;
+        ``relayed``: committed by another process (not for local-only subscribers)."""
         ...
 
-    def subscribe(self, *, maxsize: int = 1024) -> Subscription: ...
+    def advance(self, seq: int) -> None:
+        """Treat every event up to ``seq`` as published."""
+        ...
+
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence number published (0: none yet)."""
+        ...
+
+    def subscribe(self, *, maxsize: int = 1024, relayed: bool = True) -> Subscription: ...
 
     @property
     def dropped_total(self) -> int: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -99,6 +99,9 @@ class Unit:
         )
 
 
+_RELAY_PAGE = 500
+
+
 @asynccontextmanager
 async def unit_of_work(ports: Ports, actor: str) -> AsyncIterator[Unit]:
     """Run a change in one exclusive write transaction; publish its events after the commit."""
@@ -109,7 +112,32 @@ async def unit_of_work(ports: Ports, actor: str) -> AsyncIterator[Unit]:
                 await fence(tx, actor)
             unit = Unit(tx=tx, now=ports.clock.now(), actor=actor)
             yield unit
-        ports.bus.publish(unit.records)
+        await publish_in_order(ports, unit.records)
+
+
+async def publish_in_order(ports: Ports, records: Sequence[EventRecord]) -> None:
+    """Publish this process's committed ``records`` (under ``publish_order``), first relaying
+    from the log whatever other processes committed before them: the bus then carries every
+    event in sequence order, so followers that skip what they have seen skip nothing new."""
+    bus = ports.bus
+    if records and bus.last_seq and records[0].seq > bus.last_seq + 1:
+        await relay_committed(ports, before=records[0].seq)
+    bus.publish(records)
+
+
+async def relay_committed(ports: Ports, *, before: int | None = None) -> int:
+    """Publish, as relayed, the logged events after the bus's last one (and before
+    ``before``): what other processes committed. Call under ``publish_order``; how many."""
+    bus, relayed = ports.bus, 0
+    while True:
+        async with ports.store.read() as tx:
+            page = await tx.events.read(after_seq=bus.last_seq, limit=_RELAY_PAGE)
+        page = [record for record in page if before is None or record.seq < before]
+        if page:
+            bus.publish(page, relayed=True)
+            relayed += len(page)
+        if len(page) < _RELAY_PAGE:
+            return relayed
 
 
 async def load_for_write(tx: Transaction, name: str, expected_revision: int | None) -> Deployment:
