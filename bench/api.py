@@ -332,12 +332,12 @@ def stop(process: subprocess.Popen[bytes]) -> tuple[int, float]:
 
 @contextlib.contextmanager
 def running_server(
-    label: str, data_dir: Path, db_url: str | None, notes: list[str]
+    label: str, data_dir: Path, db_url: str | None, notes: list[str], *, log_name: str = "server"
 ) -> Iterator[tuple[str, str, int]]:
     """``canaryguard serve`` as a child process; yields its URL, admin token and pid."""
     port = free_port()
     url = f"http://{HOST}:{port}"
-    log = data_dir / "server.log"
+    log = data_dir / f"{log_name}.log"
     command = [str(CANARYGUARD), "serve", "--data-dir", str(data_dir), "--host", HOST]
     command += ["--port", str(port)]
     if db_url is not None:

@@ -306,14 +306,15 @@ def shares(args: argparse.Namespace) -> list[list[int]]:
 
 @contextlib.contextmanager
 def fleet(
-    mode: str, url: str, token: str, args: argparse.Namespace, log_dir: Path
+    mode: str, urls: Sequence[str], token: str, args: argparse.Namespace, log_dir: Path
 ) -> Iterator[Fleet]:
-    """``--workers`` processes running ``--clients`` clients between them, stopped after."""
+    """``--workers`` processes running ``--clients`` clients between them, stopped after;
+    worker ``w`` talks to ``urls[w % len(urls)]``."""
     running = Fleet(mode, args.clients)
     configs = [
-        {"mode": mode, "url": url, "token": token, "indices": indices,
+        {"mode": mode, "url": urls[number % len(urls)], "token": token, "indices": indices,
          "poll_interval": args.poll_interval}
-        for indices in shares(args)
+        for number, indices in enumerate(shares(args))
     ]  # fmt: skip
     with workers(running, Path(__file__).resolve(), configs, log_dir, mode):
         yield running
@@ -422,6 +423,7 @@ class Served:
     token: str  # a reporter's
     pid: int
     data_dir: Path
+    db_url: str | None
 
 
 def seeded_server(
@@ -448,7 +450,7 @@ def seeded_server(
     )
     token = seed(admin)
     print(f"{label}: serving on {url} (pid {pid}), seeded", flush=True)
-    return Served(url, admin, token, pid, data_dir)
+    return Served(url, admin, token, pid, data_dir, db_url)
 
 
 def run_backend(label: str, args: argparse.Namespace, lifecycle: list[str]) -> list[Outcome]:
@@ -459,13 +461,23 @@ def run_backend(label: str, args: argparse.Namespace, lifecycle: list[str]) -> l
         url, admin, token, pid, data_dir = (
             served.url, served.admin, served.token, served.pid, served.data_dir,
         )  # fmt: skip
+        # more replicas on the same database: the clients spread over all of them, the
+        # rollbacks go to the first, so the others' clients learn of them by the relay
+        urls = [url] + [
+            stack.enter_context(
+                running_server(
+                    label, data_dir, served.db_url, lifecycle, log_name=f"replica-{number}"
+                )
+            )[0]
+            for number in range(2, args.replicas + 1)
+        ]
         for mode in args.modes:
             outcome = Outcome(label, mode)
             print(
                 f"{label} {mode}: starting {args.clients} clients in {args.workers} processes",
                 flush=True,
             )
-            with fleet(mode, url, token, args, data_dir) as running:
+            with fleet(mode, urls, token, args, data_dir) as running:
                 running.wait_ready(120)
                 measure(running, admin, args, outcome, pid=pid, rng=rng)
             outcome.stats = dict(running.stats)
@@ -483,7 +495,10 @@ def p99(values: Sequence[float]) -> float:
 
 
 def mode_label(mode: str, args: argparse.Namespace) -> str:
-    return "push (SDK, state stream)" if mode == PUSH else f"poll every {args.poll_interval:g} s"
+    label = "push (SDK, state stream)" if mode == PUSH else f"poll every {args.poll_interval:g} s"
+    if args.replicas > 1:
+        label += f", clients on {args.replicas} replicas"
+    return label
 
 
 def table(outcomes: Sequence[Outcome], args: argparse.Namespace) -> str:
@@ -566,6 +581,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
     parser.add_argument("--clients", type=positive, default=100)
+    parser.add_argument(
+        "--replicas",
+        type=positive,
+        default=1,
+        help="serve processes on one database; clients spread over them, rollbacks to the first",
+    )
     parser.add_argument("--workers", type=positive, default=4, help="client processes")
     parser.add_argument("--rollbacks", type=positive, default=20, help="measured, per mode")
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded rollbacks first")

@@ -168,8 +168,8 @@ async def _flushing(guard: CanaryGuard, every: float = 1.0) -> None:
             await guard.observations.flush()
 
 
-async def _relaying(guard: CanaryGuard, every: float = 0.2) -> None:
-    """Put the events other replicas commit on this process's bus, five times a second, so
+async def _relaying(guard: CanaryGuard, every: float = 0.05) -> None:
+    """Put the events other replicas commit on this process's bus, twenty times a second, so
     every replica's live streams (events, client state) see every change."""
     started = failing = False
     while True:
