@@ -333,8 +333,7 @@ class SequentialTest:
             # kappa: the squared coefficient of variation of one side's rate from block to
             # block, bounded z standard errors up; both sides drifting so much independently
             # multiplies the variance of a block's canary count by 1 + 2 kappa V
-            kappa = max(drift / pairs, 0.0)
-            error = (2.0 * kappa + noise / pairs) / math.sqrt(2.0 * pairs)
+            kappa, error = _kappa(drift, noise, pairs)
             drift2, noise2, pairs2 = _with_partial(
                 self._lag2,
                 self._earlier,
@@ -346,10 +345,9 @@ class SequentialTest:
                 # mid-block is shared by neighbouring blocks, which then look alike and
                 # understate it. With no correlation beyond one block, the long-run drift is
                 # 3 D2 - 2 D1 (D1, D2: the drift between blocks one and two apart)
-                kappa2 = max(drift2 / pairs2, 0.0)
+                kappa2, error2 = _kappa(drift2, noise2, pairs2)
                 long_run = 3.0 * kappa2 - 2.0 * kappa
                 if long_run > kappa:
-                    error2 = (2.0 * kappa2 + noise2 / pairs2) / math.sqrt(2.0 * pairs2)
                     kappa, error = long_run, math.sqrt(9.0 * error2**2 + 4.0 * error**2)
             kappa += self._z * error
             # a block's binomial variance: from the closed blocks, else extrapolated from
@@ -405,6 +403,13 @@ def _drift(before: Sequence[int], after: Sequence[int]) -> tuple[float, float] |
     m1, m2 = rate * n1, rate * n2
     noise = 1.0 / m1 + 1.0 / m2
     return ((e1 / m1 - e2 / m2) ** 2 - noise) / 2.0, noise
+
+
+def _kappa(drift: float, noise: float, pairs: float) -> tuple[float, float]:
+    """The mean drift over ``pairs`` (at least 0) and its standard error, about
+    ``(2 kappa + Poisson noise) / sqrt(2 pairs)``."""
+    kappa = max(drift / pairs, 0.0)
+    return kappa, (2.0 * kappa + noise / pairs) / math.sqrt(2.0 * pairs)
 
 
 def _with_partial(

@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from canaryguard.domain.events import EventRecord
-from canaryguard.engine.unit import Ports, relay_committed
+from canaryguard.engine.unit import LOG_PAGE, Ports, logged_after, relay_committed
 
 __all__ = ["EventFeed"]
-
-_PAGE = 500
 
 
 class EventFeed:
@@ -22,7 +20,7 @@ class EventFeed:
         self._ports = ports
 
     async def read(
-        self, *, after_seq: int = 0, deployment: str | None = None, limit: int = _PAGE
+        self, *, after_seq: int = 0, deployment: str | None = None, limit: int = LOG_PAGE
     ) -> list[EventRecord]:
         async with self._ports.store.read() as tx:
             return await tx.events.read(after_seq=after_seq, deployment=deployment, limit=limit)
@@ -43,13 +41,9 @@ class EventFeed:
             return await relay_committed(self._ports)
 
     async def _catch_up(self, after_seq: int, deployment: str | None) -> AsyncIterator[EventRecord]:
-        while True:
-            page = await self.read(after_seq=after_seq, deployment=deployment)
+        async for page in logged_after(self._ports, after_seq, deployment=deployment):
             for record in page:
                 yield record
-            if len(page) < _PAGE:
-                return
-            after_seq = page[-1].seq
 
     async def follow(
         self, *, after_seq: int = 0, deployment: str | None = None

@@ -99,7 +99,7 @@ class Unit:
         )
 
 
-_RELAY_PAGE = 500
+LOG_PAGE = 500  # events read from the log at a time
 
 
 @asynccontextmanager
@@ -129,15 +129,28 @@ async def relay_committed(ports: Ports, *, before: int | None = None) -> int:
     """Publish, as relayed, the logged events after the bus's last one (and before
     ``before``): what other processes committed. Call under ``publish_order``; how many."""
     bus, relayed = ports.bus, 0
+    async for page in logged_after(ports, bus.last_seq):
+        due = [record for record in page if before is None or record.seq < before]
+        if due:
+            bus.publish(due, relayed=True)
+            relayed += len(due)
+        if len(due) < len(page):
+            break
+    return relayed
+
+
+async def logged_after(
+    ports: Ports, after_seq: int, *, deployment: str | None = None
+) -> AsyncIterator[list[EventRecord]]:
+    """The event log after ``after_seq`` (for ``deployment`` only, if given), page by page."""
     while True:
         async with ports.store.read() as tx:
-            page = await tx.events.read(after_seq=bus.last_seq, limit=_RELAY_PAGE)
-        page = [record for record in page if before is None or record.seq < before]
+            page = await tx.events.read(after_seq=after_seq, deployment=deployment, limit=LOG_PAGE)
         if page:
-            bus.publish(page, relayed=True)
-            relayed += len(page)
-        if len(page) < _RELAY_PAGE:
-            return relayed
+            yield page
+        if len(page) < LOG_PAGE:
+            return
+        after_seq = page[-1].seq
 
 
 async def load_for_write(tx: Transaction, name: str, expected_revision: int | None) -> Deployment:
