@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from canaryguard.adapters.clock import ManualClock
+from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.domain.errors import Conflict, NotFound
 from canaryguard.domain.events import AutoRollbackTriggered
 from canaryguard.domain.histogram import bucket_for
 from canaryguard.domain.models import DeploymentState, RollbackKind, SnapshotKind
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.monitor import MONITOR_ACTOR
+from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR, seed
 
 NAME = "shop/security"
@@ -266,3 +271,65 @@ async def test_history_seconds_zero_leaves_the_detector_to_its_prior(app: Canary
     watch = app.monitor.watch(NAME)
     assert watch is not None
     assert watch.judge.detector.errors.dispersion == pytest.approx(2.1, abs=0.2)
+
+
+@asynccontextmanager
+async def restarted(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, path: Path
+) -> AsyncIterator[CanaryGuard]:
+    """Another process on the same database taking over (a restart, or a new leader)."""
+    await app.observations.flush()
+    guard = await open_canaryguard(Settings(data_dir=path, db_url=db_url), clock=clock, keys=keys)
+    try:
+        yield guard
+    finally:
+        await guard.close()
+
+
+async def test_a_restarted_monitor_retraces_the_evidence_of_a_run_it_takes_over(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    await seed(app)
+    await stable_alone(app, 60, errors=(5, 15))
+    revision = await start(app, seeded=True)
+    await traffic(app, 30, revision=revision, canary_errors=1)
+    # a split change mid-run: a new revision, and a new state (scaling)
+    changed = await app.deployments.set_split(NAME, percent=20, actor=ACTOR)
+    await traffic(app, 30, revision=changed.revision, canary_errors=2)
+    async with restarted(app, db_url, clock, keys, tmp_path / "again") as again:
+        await again.monitor.tick()
+        before, after = app.monitor.watch(NAME), again.monitor.watch(NAME)
+        assert before is not None
+        assert after is not None
+        assert after.judge.detector.states() == before.judge.detector.states()
+        # the seconds of both revisions (the last one or two have not settled)
+        assert after.judge.detector.errors.canary_requests > 50 * 100
+
+
+async def test_a_veto_holds_in_the_process_that_takes_the_run_over(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app, veto_seconds=30)
+    await traffic(app, 30, revision=revision, canary_errors=10)
+    await app.monitor.veto(NAME, actor="alice")
+    async with restarted(app, db_url, clock, keys, tmp_path / "again") as again:
+        assert await traffic(again, 60, revision=revision, canary_errors=10) == []
+        watch = again.monitor.watch(NAME)
+        assert watch is not None
+        assert watch.decision is not None
+        assert watch.decision.vetoed_by == "alice"
+        assert (await again.deployments.get(NAME)).state is DeploymentState.CANARY_ACTIVE
+
+
+async def test_a_detector_switched_on_mid_run_learns_stable_s_wobble_from_before_the_canary(
+    app: CanaryGuard,
+) -> None:
+    await seed(app)
+    await stable_alone(app, 120, errors=(5, 15))
+    revision = await start(app, seeded=True, detector_enabled=False)
+    await traffic(app, 4, revision=revision, canary_errors=1)
+    await app.deployments.configure(NAME, changes={"detector_enabled": True}, actor=ACTOR)
+    await traffic(app, 4, revision=revision, canary_errors=1)
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.judge.detector.errors.dispersion > 3

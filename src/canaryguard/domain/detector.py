@@ -474,6 +474,11 @@ class Detector:
     def tests(self) -> Sequence[SequentialTest]:
         return self._tests
 
+    @property
+    def can_prime(self) -> bool:
+        """Whether ``prime`` may still be called: no history given yet, no second judged."""
+        return not (self._primed or self._seconds or any(t.canary_requests for t in self.tests))
+
     def prime(self, history: Sequence[Counts]) -> None:
         """Learn from stable's seconds before the canary started (oldest first; call once,
         before ``update``): how much its error rate and its share of slow requests drift from
@@ -484,7 +489,7 @@ class Detector:
         e-processes start at the canary's first second as before."""
         if self._primed:
             raise RuntimeError("the history was given already")
-        if self._seconds or any(t.canary_requests for t in self.tests):
+        if not self.can_prime:
             raise RuntimeError("history comes before the canary's first second")
         self._primed = True
         for counts in history:

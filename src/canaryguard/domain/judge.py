@@ -97,8 +97,10 @@ class Judge:
 
     def prime(self, history: Sequence[SecondStats | None]) -> None:
         """Stable's seconds before the canary started, oldest first (``None``: no data): the
-        detector learns stable's wobble from them (``Detector.prime``); nothing is judged."""
-        if self.config.detector_enabled:
+        detector learns stable's wobble from them (``Detector.prime``); nothing is judged.
+        Ignored while the detector is off, and once it has judged a second (switched on
+        mid-run, it learns from the run alone)."""
+        if self.config.detector_enabled and self.detector.can_prime:
             self.detector.prime([_counts(stats) for stats in history])
 
     def reconfigure(self, config: RollbackConfig) -> None:

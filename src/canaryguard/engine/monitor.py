@@ -31,14 +31,18 @@ from canaryguard.domain.errors import (
 )
 from canaryguard.domain.judge import Judge, snapshot_of
 from canaryguard.domain.models import (
+    AuditRecord,
     Deployment,
     DeploymentState,
     MetricsSnapshot,
     RollbackKind,
     RollbackMode,
+    SnapshotInfo,
+    SnapshotKind,
 )
 from canaryguard.engine.executor import RollbackExecutor
 from canaryguard.engine.leadership import Leadership
+from canaryguard.engine.ports import Transaction
 from canaryguard.engine.rollback import RollbackManager
 from canaryguard.engine.unit import Ports, unit_of_work
 
@@ -51,6 +55,8 @@ JUDGED_STATES = frozenset(
     {DeploymentState.VALIDATING, DeploymentState.CANARY_ACTIVE, DeploymentState.SCALING}
 )
 MAX_CATCH_UP = 3_600  # seconds judged in one tick after a stall; older ones are skipped
+VETOED = "rollback.auto_vetoed"  # the audit action of a veto
+AUDIT_PAGE = 1_000
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Watch:
     since_revision: int
     judge: Judge
     next_second: int
+    primed: bool = False  # the detector has had stable's history (or never will)
     decision: Decision | None = None
     failures: int = 0  # automatic rollbacks of this run that failed in a row
     retry_at: datetime | None = None  # when to try again after a failure (backing off)
@@ -105,6 +112,10 @@ class Monitor:
         self.decisions: list[Decision] = []
         # with several replicas, only the holder of the controller lease judges and acts
         self.leadership: Leadership | None = None
+        # since when this monitor has been judging (None: not now): runs that started before
+        # were judged by another process (or this one before a restart), which may have been
+        # vetoed there
+        self._judging_since: datetime | None = None
 
     def watches(self) -> dict[str, Watch]:
         """Every canary run under judgement, by deployment."""
@@ -129,62 +140,106 @@ class Monitor:
         watches are dropped: the leader's evidence is the leader's)."""
         if self.leadership is not None and not await self.leadership.hold():
             self._watches.clear()
+            self._judging_since = None
             return []
         await self._rollbacks.expire_due()
         now = self._ports.clock.now()
+        if self._judging_since is None:
+            self._judging_since = now
+        baselines: dict[str, SnapshotInfo | None] = {}
+        vetoes: dict[str, AuditRecord] = {}
         async with self._ports.store.read() as tx:
             deployments = await tx.deployments.all()
-        active = {
-            d.name: d
-            for d in deployments
-            if d.canary is not None and d.state in JUDGED_STATES and d.baseline_snapshot_id
-        }
+            active = {
+                d.name: d
+                for d in deployments
+                if d.canary is not None and d.state in JUDGED_STATES and d.baseline_snapshot_id
+            }
+            for d in active.values():
+                watch = self._watches.get(d.name)
+                if watch is None or watch.run != d.baseline_snapshot_id:
+                    sealed = await tx.snapshots.get(d.baseline_snapshot_id or "")
+                    baselines[d.name] = sealed.info if sealed is not None else None
+                    if sealed is not None and sealed.info.created_at < self._judging_since:
+                        veto = await _veto_of(tx, d.name, sealed.info.id)
+                        if veto is not None:
+                            vetoes[d.name] = veto
         for name in set(self._watches) - set(active):
             del self._watches[name]  # promoted, aborted or rolled back: the run is over
         taken: list[Decision] = []
         for deployment in active.values():
-            watch = self._watch_for(deployment, now)
+            watch = self._watch_for(deployment, now, baselines.get(deployment.name))
+            if deployment.name in vetoes:
+                self._resume_veto(watch, vetoes[deployment.name], now)
             decision = await self._judge(watch, deployment, now)
             if decision is not None:
                 taken.append(decision)
         return taken
 
-    def _watch_for(self, deployment: Deployment, now: datetime) -> Watch:
+    def _watch_for(
+        self, deployment: Deployment, now: datetime, baseline: SnapshotInfo | None
+    ) -> Watch:
         run = deployment.baseline_snapshot_id or ""
         watch = self._watches.get(deployment.name)
         if watch is not None and watch.run == run:
             watch.judge.reconfigure(deployment.config)
             return watch
-        started = max(deployment.state_since, now - timedelta(hours=1))
-        first = int(started.timestamp())
+        # the run is judged from the canary's start, over the revisions from the start on,
+        # both taken from the snapshot the start wrote (not from the state's start or the
+        # revision now, which a split change moves): a monitor that takes over the run after
+        # a restart replays the same seconds as the one before it did and retraces its
+        # evidence (docs/detection.md, controller restarts)
+        started, since_revision = deployment.state_since, deployment.revision
+        if baseline is not None and baseline.kind is SnapshotKind.BEFORE_CANARY:
+            started, since_revision = baseline.created_at, baseline.revision + 1
+        first = int(max(started, now - timedelta(hours=1)).timestamp())
         watch = Watch(
             run=run,
             deployment=deployment.name,
-            since_revision=deployment.revision,
+            since_revision=since_revision,
             judge=Judge(deployment.config, started_at=first, extensions=self.extensions),
             next_second=first,
         )
-        # stable before the canary: how much its rates wobble, so the detector need not
-        # assume the worst until the canary's own first blocks show it (docs/detection.md);
-        # settled seconds only, as for the run itself
-        if deployment.config.detector_enabled:
-            settled = int(self.until(now).timestamp())
-            windows = self._ports.windows
-            watch.judge.prime(
-                [
-                    windows.second(deployment.name, second).get(Variant.STABLE)
-                    for second in range(
-                        first - deployment.config.history_seconds, min(first, settled + 1)
-                    )
-                ]
-            )
         self._watches[deployment.name] = watch
         return watch
+
+    def _resume_veto(self, watch: Watch, record: AuditRecord, now: datetime) -> None:
+        # the run was vetoed before this process took it over: the veto holds here too
+        details = record.details
+        veto_until = details.get("veto_until")
+        watch.decision = Decision(
+            deployment=watch.deployment,
+            condition=str(details.get("condition", "")),
+            reason=record.reason or "",
+            decided_at=record.time,
+            metrics=watch.judge.metrics(self.until(now)),
+            veto_until=datetime.fromisoformat(veto_until) if veto_until else record.time,
+            vetoed_by=record.actor,
+        )
+        self.decisions.append(watch.decision)
+
+    def _prime(self, watch: Watch, deployment: Deployment) -> None:
+        # stable before the canary: how much its rates wobble, so the detector need not
+        # assume the worst until the canary's own first blocks show it (docs/detection.md).
+        # Given when the detector judges the run's first second, so every second of it has
+        # settled and it is the same whenever the run was first seen
+        watch.primed = True
+        watch.judge.prime(
+            [
+                self._ports.windows.second(deployment.name, second).get(Variant.STABLE)
+                for second in range(
+                    watch.judge.started_at - deployment.config.history_seconds,
+                    watch.judge.started_at,
+                )
+            ]
+        )
 
     async def _judge(self, watch: Watch, deployment: Deployment, now: datetime) -> Decision | None:
         last = int(self.until(now).timestamp())
         first = max(watch.next_second, last - MAX_CATCH_UP + 1)
         windows = self._ports.windows
+        if not watch.primed and first <= last and deployment.config.detector_enabled:
+            self._prime(watch, deployment)
         for second in range(first, last + 1):
             watch.judge.push(
                 second, windows.second(deployment.name, second, min_revision=watch.since_revision)
@@ -290,7 +345,7 @@ class Monitor:
             )
         watch = self._watches.get(deployment)
         decision = watch.decision if watch is not None else None
-        if decision is None or decision.veto_until is None:
+        if watch is None or decision is None or decision.veto_until is None:
             raise NotFound(f"no automatic rollback of {deployment!r} is waiting for a veto")
         if decision.rollback_id is not None:
             raise Conflict(
@@ -307,19 +362,32 @@ class Monitor:
             )
         async with unit_of_work(self._ports, actor) as unit:
             await unit.audit(
-                "rollback.auto_vetoed",
+                VETOED,
                 deployment=deployment,
                 reason=decision.reason,
                 details={
                     "condition": decision.condition,
                     "veto_until": decision.veto_until.isoformat(),
+                    "run": watch.run,  # so a process that takes the run over keeps the veto
                 },
             )
-        watch = self._watches.get(deployment)
-        if watch is None or watch.decision != decision:  # the run ended while auditing
+        now_watching = self._watches.get(deployment)
+        if now_watching is None or now_watching.decision != decision:  # ended while auditing
             raise Conflict(f"the automatic rollback of {deployment!r} is no longer pending")
         vetoed = replace(decision, vetoed_by=actor)
-        assert watch is not None  # noqa: S101 - decision came from it
-        watch.decision = vetoed
+        now_watching.decision = vetoed
         self.decisions[self.decisions.index(decision)] = vetoed
         return vetoed
+
+
+async def _veto_of(tx: Transaction, deployment: str, run: str) -> AuditRecord | None:
+    """The audit record of a veto of the canary run ``run`` of ``deployment``, if any."""
+    after = 0
+    while True:
+        page = await tx.audit.read(after_seq=after, deployment=deployment, limit=AUDIT_PAGE)
+        for record in page:
+            if record.action == VETOED and record.details.get("run") == run:
+                return record
+        if len(page) < AUDIT_PAGE:
+            return None
+        after = page[-1].seq
