@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.store import SqlStore
 from canaryguard.adapters.store.schema import snapshots
-from canaryguard.domain.errors import Conflict, IllegalTransition
+from canaryguard.domain.errors import Conflict, IllegalTransition, RollbackFailedError
 from canaryguard.domain.models import (
     DeploymentState,
     RollbackMode,
@@ -218,6 +218,35 @@ async def test_a_step_that_keeps_failing_fails_the_rollback_and_the_deployment(
     assert deployment.state is DeploymentState.FAILED
     assert deployment.state_reason is not None
     assert record.id in deployment.state_reason
+    types = [e.type for e in await app.events.read(deployment=NAME)]
+    assert types[-1] == "io.canaryguard.rollback.failed"
+    assert (await app.audit.verify()).ok
+
+
+async def test_a_start_whose_target_cannot_be_opened_is_recorded_as_failed_and_changes_nothing(
+    app: CanaryGuard,
+) -> None:
+    await start(app)
+    before = await app.deployments.get(NAME)
+    store = app.ports.store
+    assert isinstance(store, SqlStore)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            snapshots.update()
+            .where(snapshots.c.id == before.baseline_snapshot_id)
+            .values(blob=sa.literal(b"\x00" * 64))
+        )
+    with pytest.raises(RollbackFailedError, match="does not authenticate") as caught:
+        await app.executor.start(NAME, reason="errors up", actor=ACTOR)
+    failed = await app.rollbacks.get(caught.value.rollback_id)
+    assert (failed.status, failed.mode) == (RollbackStatus.FAILED, RollbackMode.STAGED)
+    assert failed.target_snapshot_id == before.baseline_snapshot_id
+    after = await app.deployments.get(NAME)
+    assert (after.revision, after.state, after.split) == (
+        before.revision,
+        before.state,
+        before.split,
+    )
     types = [e.type for e in await app.events.read(deployment=NAME)]
     assert types[-1] == "io.canaryguard.rollback.failed"
     assert (await app.audit.verify()).ok

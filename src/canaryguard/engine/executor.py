@@ -50,7 +50,7 @@ from canaryguard.domain.models import (
 )
 from canaryguard.domain.states import Action, check_transition
 from canaryguard.engine.leadership import Leadership
-from canaryguard.engine.rollback import RollbackManager, carried, save
+from canaryguard.engine.rollback import Attempt, RollbackManager, carried, save
 from canaryguard.engine.unit import Ports, Unit, check_text, load_for_write, new_id, unit_of_work
 
 __all__ = ["EXECUTOR_ACTOR", "MAX_ATTEMPTS", "RollbackExecutor", "plan"]
@@ -115,10 +115,24 @@ class RollbackExecutor:
         """Begin a staged rollback of ``deployment`` to ``to`` (default: before its canary);
         ``pending``: the confirmed request it carries out (its id and initiator are kept)."""
         reason = check_text(reason, "the reason", required=True)
-        async with unit_of_work(self._ports, actor) as unit:
+        attempt = Attempt(
+            deployment,
+            new_id("rb") if pending is None else pending.id,
+            reason,
+            actor,
+            kind,
+            self._ports.clock.monotonic(),
+            mode=RollbackMode.STAGED,
+            target_id=to,
+            pending=pending,
+        )
+        # a start that fails for any reason but a refusal (its target does not open, say) is
+        # recorded as a failed rollback, as an immediate one is
+        async with self._manager.recorded(attempt), unit_of_work(self._ports, actor) as unit:
             current = await load_for_write(unit.tx, deployment, expected_revision)
+            attempt.revision_before = current.revision
             check_transition(current.state, Action.BEGIN_STAGED_ROLLBACK)
-            target_id = to or current.baseline_snapshot_id
+            attempt.target_id = target_id = to or current.baseline_snapshot_id
             if target_id is None:
                 raise InvalidInput(
                     f"{deployment} has no canary to roll back; name a snapshot to return to"
@@ -147,7 +161,14 @@ class RollbackExecutor:
                     f"({open_ones[0].status.value})"
                 )
             record = await self._begin(
-                unit, current, target_id, reason, kind, trigger_metrics, pending
+                unit,
+                current,
+                target_id,
+                reason,
+                kind,
+                trigger_metrics,
+                pending,
+                attempt.rollback_id,
             )
         self._wake.set()
         return record
@@ -161,8 +182,8 @@ class RollbackExecutor:
         kind: RollbackKind,
         trigger_metrics: MetricsSnapshot | None,
         pending: RollbackRecord | None,
+        rollback_id: str,
     ) -> RollbackRecord:
-        rollback_id = new_id("rb") if pending is None else pending.id
         await self._manager.target(unit, current, target_id)  # exists, opens, matches the store
         metrics, pre = await self._manager.begin(
             unit,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -48,7 +49,7 @@ from canaryguard.engine.observations import metrics_snapshot
 from canaryguard.engine.snapshots import SnapshotService
 from canaryguard.engine.unit import Ports, Unit, check_text, load_for_write, new_id, unit_of_work
 
-__all__ = ["RollbackManager", "carried", "save"]
+__all__ = ["Attempt", "RollbackManager", "carried", "save"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,23 @@ def carried(pending: RollbackRecord | None, unit: Unit) -> dict[str, Any]:
         "expires_at": pending.expires_at,
         "confirmed_by": unit.actor,
     }
+
+
+@dataclass
+class Attempt:
+    """A rollback being tried: what its failure record says if it fails. The attempt fills in
+    ``target_id`` and ``revision_before`` as it learns them."""
+
+    deployment: str
+    rollback_id: str
+    reason: str
+    actor: str
+    kind: RollbackKind
+    started: float  # the clock's monotonic reading at the start (for the duration)
+    mode: RollbackMode = RollbackMode.IMMEDIATE
+    target_id: str | None = None
+    revision_before: int = 0
+    pending: RollbackRecord | None = None  # the confirmed request it carries out
 
 
 async def save(unit: Unit, record: RollbackRecord, pending: RollbackRecord | None) -> None:
@@ -104,55 +122,52 @@ class RollbackManager:
         failure is then recorded with its reason.
         """
         reason = check_text(reason, "the reason", required=True)
-        rollback_id = new_id("rb")
-        started = self._ports.clock.monotonic()
-        target_id = to
-        revision_before = 0
-        try:
-            async with unit_of_work(self._ports, actor) as unit:
-                current = await load_for_write(unit.tx, deployment, expected_revision)
-                revision_before = current.revision
-                check_transition(current.state, Action.ROLLBACK)
-                target_id = to or current.baseline_snapshot_id
-                if target_id is None:
-                    raise InvalidInput(
-                        f"{deployment} has no canary to roll back; name a snapshot to return to"
-                    )
-                await self._refuse_if_open(unit, deployment)
-                if kind is RollbackKind.MANUAL and current.config.require_second_person:
-                    raise NotAllowed(
-                        f"{deployment} requires a second person to confirm a manual rollback: "
-                        "start it unconfirmed and let another operator confirm it"
-                    )
-                record = await self._execute(
-                    unit,
-                    current,
-                    rollback_id=rollback_id,
-                    target_id=target_id,
-                    reason=reason,
-                    kind=kind,
-                    trigger_metrics=trigger_metrics,
-                    started=started,
+        attempt = Attempt(
+            deployment, new_id("rb"), reason, actor, kind, self._ports.clock.monotonic()
+        )
+        async with self.recorded(attempt), unit_of_work(self._ports, actor) as unit:
+            current = await load_for_write(unit.tx, deployment, expected_revision)
+            attempt.revision_before = current.revision
+            check_transition(current.state, Action.ROLLBACK)
+            attempt.target_id = target_id = to or current.baseline_snapshot_id
+            if target_id is None:
+                raise InvalidInput(
+                    f"{deployment} has no canary to roll back; name a snapshot to return to"
                 )
+            await self._refuse_if_open(unit, deployment)
+            if kind is RollbackKind.MANUAL and current.config.require_second_person:
+                raise NotAllowed(
+                    f"{deployment} requires a second person to confirm a manual rollback: "
+                    "start it unconfirmed and let another operator confirm it"
+                )
+            return await self._execute(
+                unit,
+                current,
+                rollback_id=attempt.rollback_id,
+                target_id=target_id,
+                reason=reason,
+                kind=kind,
+                trigger_metrics=trigger_metrics,
+                started=attempt.started,
+            )
+
+    @contextlib.asynccontextmanager
+    async def recorded(self, attempt: Attempt) -> AsyncIterator[Attempt]:
+        """Run a rollback attempt: a refusal (the request is wrong, nothing was tried) passes
+        through unrecorded; any other failure is recorded (a failed rollback record, its
+        ``RollbackFailed`` event and audit record) and raised as ``RollbackFailedError``."""
+        try:
+            yield attempt
         except (*_REFUSALS, NotAllowed):
             raise
         except Exception as exc:
-            await self._record_failure(
-                deployment,
-                rollback_id=rollback_id,
-                target_id=target_id,
-                reason=reason,
-                actor=actor,
-                kind=kind,
-                revision_before=revision_before,
-                started=started,
-                error=exc,
-            )
+            await self._record_failure(attempt, exc)
+            what = "staged rollback" if attempt.mode is RollbackMode.STAGED else "rollback"
             raise RollbackFailedError(
-                f"rollback {rollback_id} of {deployment} failed and changed nothing: {exc}",
-                rollback_id=rollback_id,
+                f"{what} {attempt.rollback_id} of {attempt.deployment} failed and changed "
+                f"nothing: {exc}",
+                rollback_id=attempt.rollback_id,
             ) from exc
-        return record
 
     async def _execute(
         self,
@@ -296,70 +311,59 @@ class RollbackManager:
             )
         return metrics, pre
 
-    async def _record_failure(
-        self,
-        deployment: str,
-        *,
-        rollback_id: str,
-        target_id: str | None,
-        reason: str,
-        actor: str,
-        kind: RollbackKind,
-        revision_before: int,
-        started: float,
-        error: Exception,
-        pending: RollbackRecord | None = None,
-    ) -> None:
+    async def _record_failure(self, attempt: Attempt, error: Exception) -> None:
         message = (
             str(error)
             if isinstance(error, CanaryGuardError)
             else f"{type(error).__name__}: {error}"
         )
         try:
-            async with unit_of_work(self._ports, actor) as unit:
-                duration_ms = (self._ports.clock.monotonic() - started) * 1000
+            async with unit_of_work(self._ports, attempt.actor) as unit:
+                duration_ms = (self._ports.clock.monotonic() - attempt.started) * 1000
                 record = RollbackRecord(
-                    id=rollback_id,
-                    deployment=deployment,
-                    kind=kind,
-                    mode=RollbackMode.IMMEDIATE,
+                    id=attempt.rollback_id,
+                    deployment=attempt.deployment,
+                    kind=attempt.kind,
+                    mode=attempt.mode,
                     status=RollbackStatus.FAILED,
-                    target_snapshot_id=target_id or "",
-                    reason=reason,
+                    target_snapshot_id=attempt.target_id or "",
+                    reason=attempt.reason,
                     started_at=unit.now,
                     finished_at=unit.now,
                     duration_ms=duration_ms,
-                    revision_before=revision_before,
+                    revision_before=attempt.revision_before,
                     error=message,
                     partial_completion=0.0,
-                    **carried(pending, unit),
+                    **carried(attempt.pending, unit),
                 )
-                await save(unit, record, pending)
+                await save(unit, record, attempt.pending)
                 await unit.emit(
                     RollbackFailed(
-                        rollback_id=rollback_id,
-                        snapshot_id=target_id or "",
+                        rollback_id=attempt.rollback_id,
+                        snapshot_id=attempt.target_id or "",
                         error=message,
                         partial_completion=0.0,
                     ),
-                    deployment=deployment,
-                    revision=revision_before or None,
+                    deployment=attempt.deployment,
+                    revision=attempt.revision_before or None,
                 )
                 await unit.audit(
                     "rollback.failed",
-                    deployment=deployment,
-                    reason=reason,
-                    revision_before=revision_before or None,
+                    deployment=attempt.deployment,
+                    reason=attempt.reason,
+                    revision_before=attempt.revision_before or None,
                     details={
-                        "rollback_id": rollback_id,
+                        "rollback_id": attempt.rollback_id,
                         "error": message,
-                        "target_snapshot_id": target_id,
+                        "target_snapshot_id": attempt.target_id,
                     },
                 )
         except Exception:
             # the store itself is failing; the caller still gets the original error
             log.exception(
-                "could not record the failure of rollback %s of %s", rollback_id, deployment
+                "could not record the failure of rollback %s of %s",
+                attempt.rollback_id,
+                attempt.deployment,
             )
 
     async def request(
@@ -448,48 +452,38 @@ class RollbackManager:
         if self.staged is not None and pending.mode is RollbackMode.STAGED:
             await self._check_second_person(pending, actor)
             return await self.staged(pending, actor)
-        started = self._ports.clock.monotonic()
-        try:
-            async with unit_of_work(self._ports, actor) as unit:
-                fresh = await unit.tx.rollbacks.get(rollback_id)
-                if fresh is None or fresh.status is not RollbackStatus.PENDING:
-                    raise Conflict(f"rollback {rollback_id} is no longer pending")
-                current = await load_for_write(unit.tx, pending.deployment, None)
-                if current.config.require_second_person and actor == pending.actor:
-                    raise NotAllowed(
-                        f"rollback {rollback_id} needs a second person: {actor} started it"
-                    )
-                check_transition(current.state, Action.ROLLBACK)
-                return await self._execute(
-                    unit,
-                    current,
-                    rollback_id=rollback_id,
-                    target_id=pending.target_snapshot_id,
-                    reason=pending.reason,
-                    kind=RollbackKind.MANUAL,
-                    trigger_metrics=None,
-                    started=started,
-                    pending=pending,
+        attempt = Attempt(
+            pending.deployment,
+            rollback_id,
+            pending.reason,
+            actor,
+            RollbackKind.MANUAL,
+            self._ports.clock.monotonic(),
+            target_id=pending.target_snapshot_id,
+            revision_before=pending.revision_before,
+            pending=pending,
+        )
+        async with self.recorded(attempt), unit_of_work(self._ports, actor) as unit:
+            fresh = await unit.tx.rollbacks.get(rollback_id)
+            if fresh is None or fresh.status is not RollbackStatus.PENDING:
+                raise Conflict(f"rollback {rollback_id} is no longer pending")
+            current = await load_for_write(unit.tx, pending.deployment, None)
+            if current.config.require_second_person and actor == pending.actor:
+                raise NotAllowed(
+                    f"rollback {rollback_id} needs a second person: {actor} started it"
                 )
-        except (*_REFUSALS, NotAllowed):
-            raise
-        except Exception as exc:
-            await self._record_failure(
-                pending.deployment,
+            check_transition(current.state, Action.ROLLBACK)
+            return await self._execute(
+                unit,
+                current,
                 rollback_id=rollback_id,
                 target_id=pending.target_snapshot_id,
                 reason=pending.reason,
-                actor=actor,
                 kind=RollbackKind.MANUAL,
-                revision_before=pending.revision_before,
-                started=started,
-                error=exc,
+                trigger_metrics=None,
+                started=attempt.started,
                 pending=pending,
             )
-            raise RollbackFailedError(
-                f"rollback {rollback_id} of {pending.deployment} failed and changed nothing: {exc}",
-                rollback_id=rollback_id,
-            ) from exc
 
     async def _check_second_person(self, pending: RollbackRecord, actor: str) -> None:
         async with self._ports.store.read() as tx:
