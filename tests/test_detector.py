@@ -37,7 +37,7 @@ def test_one_second_likelihood_ratio_has_the_closed_form() -> None:
     test.update(3, 7, 100, 900)  # 3 of 10 errors from a 10 % share
     expected = sum(
         w * (r**3 / (1 + 0.1 * (r - 1)) ** 10) ** (1 / phi)
-        for r, w in zip(RATIOS, (0.06, 0.09, 0.11, 0.12, 0.12, 0.12, 0.1, 0.09, 0.08, 0.06, 0.05), strict=True)
+        for r, w in zip(RATIOS, (0.03, 0.05, 0.13, 0.18, 0.18, 0.15, 0.1, 0.07, 0.05, 0.03, 0.03), strict=True)
     )  # fmt: skip
     assert test.e_value == pytest.approx(expected)
 
