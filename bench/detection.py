@@ -390,11 +390,15 @@ def history_for(scenario: Scenario, rng: np.random.Generator, seconds: int) -> S
 
 
 def canaryguard(
-    stream: Stream, scenario: Scenario, history: Stream | None = None
+    stream: Stream,
+    scenario: Scenario,
+    history: Stream | None = None,
+    block_seconds: int = BLOCK_SECONDS,
 ) -> tuple[float, str]:
     """Seconds from the onset to the rollback decision (inf: none in the run), and the test;
     the detector first learns from ``history`` (stable's traffic before the canary), if any."""
-    detector = Detector(DetectorConfig(warmup_seconds=float(scenario.grace)), started_at=0.0)
+    config = DetectorConfig(warmup_seconds=float(scenario.grace), block_seconds=block_seconds)
+    detector = Detector(config, started_at=0.0)
     if history is not None:
         rows = histogram_rows(history.histograms[0], history.low)
         before_r, before_e = history.requests[0].tolist(), history.errors[0].tolist()
@@ -639,6 +643,7 @@ class Task:
     seed: int
     detector: bool
     history: int = HISTORY_SECONDS
+    block_seconds: int = BLOCK_SECONDS  # canaryguard's dispersion_block_seconds
 
 
 @dataclass
@@ -667,12 +672,12 @@ def run_task(task: Task) -> Outcome:
     for i, run in enumerate(range(task.start, task.stop)):
         stream = simulate(scenario, rng_for(task.seed, task.key, run))
         if task.detector:
-            cold[i], conditions[i] = canaryguard(stream, scenario)
+            cold[i], conditions[i] = canaryguard(stream, scenario, None, task.block_seconds)
             if task.history:
                 history = history_for(
                     scenario, rng_for(task.seed, f"{task.key}/history", run), task.history
                 )
-                found[i], conditions[i] = canaryguard(stream, scenario, history)
+                found[i], conditions[i] = canaryguard(stream, scenario, history, task.block_seconds)
             else:
                 found[i] = cold[i]
         floor[i] = oracle(stream, scenario)
@@ -695,11 +700,18 @@ def merge(outcomes: Sequence[Outcome]) -> Outcome:
 
 
 def tasks_for(
-    key: str, scenario: str, runs: int, seed: int, *, detector: bool, history: int = 0
+    key: str,
+    scenario: str,
+    runs: int,
+    seed: int,
+    *,
+    detector: bool,
+    history: int = 0,
+    block_seconds: int = BLOCK_SECONDS,
 ) -> list[Task]:
     size = 20 if SCENARIOS[scenario].seconds > REGRESSION_SECONDS else 50
     return [
-        Task(scenario, key, start, min(start + size, runs), seed, detector, history)
+        Task(scenario, key, start, min(start + size, runs), seed, detector, history, block_seconds)
         for start in range(0, runs, size)
     ]
 
@@ -1095,7 +1107,13 @@ def run(args: argparse.Namespace) -> int:
     for scenario in chosen:
         runs = args.runs if scenario.regression else args.null_runs
         jobs[scenario.name] = tasks_for(
-            scenario.name, scenario.name, runs, args.seed, detector=True, history=args.history
+            scenario.name,
+            scenario.name,
+            runs,
+            args.seed,
+            detector=True,
+            history=args.history,
+            block_seconds=args.block_seconds,
         )
     print(
         f"simulating: {args.calibration_runs} calibration runs, then "
@@ -1219,6 +1237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=HISTORY_SECONDS,
         help="seconds of stable's traffic before each canary for canaryguard to learn from "
         f"(default {HISTORY_SECONDS}; also runs it without, as {COLD!r}; 0: only without)",
+    )
+    parser.add_argument(
+        "--block-seconds",
+        type=positive,
+        default=BLOCK_SECONDS,
+        help="canaryguard's dispersion_block_seconds (default 10; 60 for slow swings)",
     )
     parser.add_argument("--canaries", type=int, default=1000, help="for the CPU per tick; 0: skip")
     parser.add_argument("--cpu-ticks", type=positive, default=60)

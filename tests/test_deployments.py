@@ -171,6 +171,8 @@ async def test_canary_violating_a_later_schema_is_refused(app: CanaryGuard) -> N
         ({"error_rate_threshold": 2}, "error_rate_threshold"),
         ({"max_snapshots": 0}, "max_snapshots"),
         ({"max_snapshots": "many"}, "max_snapshots"),
+        ({"dispersion_block_seconds": 1}, "dispersion_block_seconds"),
+        ({"dispersion_block_seconds": 601}, "dispersion_block_seconds"),
         ({"no_such_setting": 1}, "unknown rollback setting no_such_setting"),
         ({}, "no settings"),
     ],

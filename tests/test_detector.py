@@ -180,6 +180,15 @@ def test_a_wobbling_stable_history_tempers_the_canary_s_very_first_second() -> N
     assert detector.errors.dispersion > 3
 
 
+def test_longer_dispersion_blocks_see_a_swing_that_lasts_a_minute() -> None:
+    history = stable_history(600, rates=(0.005,) * 6 + (0.015,) * 6)  # a minute low, one high
+    short, long = Detector(), Detector(DetectorConfig(block_seconds=60))
+    for detector in (short, long):
+        detector.prime(history)
+        detector.update(0, Counts(900, 9), Counts(100, 1))
+    assert long.errors.dispersion > 2 * short.errors.dispersion
+
+
 def test_a_steady_stable_history_gets_a_doubled_canary_caught_sooner() -> None:
     cold, primed = Detector(), Detector()
     primed.prime(stable_history(300))

@@ -333,3 +333,13 @@ async def test_a_detector_switched_on_mid_run_learns_stable_s_wobble_from_before
     watch = app.monitor.watch(NAME)
     assert watch is not None
     assert watch.judge.detector.errors.dispersion > 3
+
+
+async def test_the_dispersion_block_length_is_taken_from_the_deployment_s_config(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app, dispersion_block_seconds=60)
+    await traffic(app, 4, revision=revision, canary_errors=1)
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.judge.detector.config.block_seconds == 60

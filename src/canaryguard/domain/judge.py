@@ -83,7 +83,11 @@ class Judge:
     ) -> None:
         self.config = config
         self.detector = Detector(
-            DetectorConfig(alpha=config.alpha, warmup_seconds=config.warmup_seconds),
+            DetectorConfig(
+                alpha=config.alpha,
+                warmup_seconds=config.warmup_seconds,
+                block_seconds=config.dispersion_block_seconds,
+            ),
             started_at=started_at,
         )
         self.window = RollingWindow(int(config.evaluation_window_minutes * 60))

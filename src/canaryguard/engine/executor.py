@@ -28,7 +28,6 @@ from canaryguard.domain.assignment import Variant
 from canaryguard.domain.errors import (
     CanaryGuardError,
     Conflict,
-    InvalidInput,
     NotAllowed,
     NotFound,
     NotLeader,
@@ -48,10 +47,10 @@ from canaryguard.domain.models import (
     SuccessCriterion,
     VariantMetrics,
 )
-from canaryguard.domain.states import Action, check_transition
+from canaryguard.domain.states import Action
 from canaryguard.engine.leadership import Leadership
 from canaryguard.engine.rollback import Attempt, RollbackManager, carried, save
-from canaryguard.engine.unit import Ports, Unit, check_text, load_for_write, new_id, unit_of_work
+from canaryguard.engine.unit import Ports, Unit, check_text, new_id, unit_of_work
 
 __all__ = ["EXECUTOR_ACTOR", "MAX_ATTEMPTS", "RollbackExecutor", "plan"]
 
@@ -129,14 +128,13 @@ class RollbackExecutor:
         # a start that fails for any reason but a refusal (its target does not open, say) is
         # recorded as a failed rollback, as an immediate one is
         async with self._manager.recorded(attempt), unit_of_work(self._ports, actor) as unit:
-            current = await load_for_write(unit.tx, deployment, expected_revision)
-            attempt.revision_before = current.revision
-            check_transition(current.state, Action.BEGIN_STAGED_ROLLBACK)
-            attempt.target_id = target_id = to or current.baseline_snapshot_id
-            if target_id is None:
-                raise InvalidInput(
-                    f"{deployment} has no canary to roll back; name a snapshot to return to"
-                )
+            current, target_id = await self._manager.load_target(
+                unit,
+                attempt,
+                Action.BEGIN_STAGED_ROLLBACK,
+                to=to,
+                expected_revision=expected_revision,
+            )
             if (
                 pending is None
                 and kind is RollbackKind.MANUAL

@@ -126,14 +126,9 @@ class RollbackManager:
             deployment, new_id("rb"), reason, actor, kind, self._ports.clock.monotonic()
         )
         async with self.recorded(attempt), unit_of_work(self._ports, actor) as unit:
-            current = await load_for_write(unit.tx, deployment, expected_revision)
-            attempt.revision_before = current.revision
-            check_transition(current.state, Action.ROLLBACK)
-            attempt.target_id = target_id = to or current.baseline_snapshot_id
-            if target_id is None:
-                raise InvalidInput(
-                    f"{deployment} has no canary to roll back; name a snapshot to return to"
-                )
+            current, target_id = await self.load_target(
+                unit, attempt, Action.ROLLBACK, to=to, expected_revision=expected_revision
+            )
             await self._refuse_if_open(unit, deployment)
             if kind is RollbackKind.MANUAL and current.config.require_second_person:
                 raise NotAllowed(
@@ -150,6 +145,29 @@ class RollbackManager:
                 trigger_metrics=trigger_metrics,
                 started=attempt.started,
             )
+
+    @staticmethod
+    async def load_target(
+        unit: Unit,
+        attempt: Attempt,
+        action: Action,
+        *,
+        to: str | None,
+        expected_revision: int | None,
+    ) -> tuple[Deployment, str]:
+        """The deployment ``attempt`` rolls back (at ``expected_revision`` when given, in a state
+        that allows ``action``) and the snapshot it returns to: ``to``, else the one from before
+        its canary. Both are noted on ``attempt`` for its failure record."""
+        current = await load_for_write(unit.tx, attempt.deployment, expected_revision)
+        attempt.revision_before = current.revision
+        check_transition(current.state, action)
+        target_id = to or current.baseline_snapshot_id
+        if target_id is None:
+            raise InvalidInput(
+                f"{attempt.deployment} has no canary to roll back; name a snapshot to return to"
+            )
+        attempt.target_id = target_id
+        return current, target_id
 
     @contextlib.asynccontextmanager
     async def recorded(self, attempt: Attempt) -> AsyncIterator[Attempt]:
