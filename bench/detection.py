@@ -46,8 +46,10 @@ history``), on the same streams. The baselines do not use history.
 **Detectors**, all fed the same streams:
 
 - canaryguard: ``Detector(DetectorConfig())`` (``warmup_seconds=60`` in the warm-up scenario),
-  fed one second at a time; the monitor settles a second one tick after it ends, so a verdict on
-  second ``s`` is acted on at ``s + 1 + lag``.
+  fed one second at a time; a verdict on second ``s`` (``[s, s + 1)``) is acted on at ``s + 1 +
+  lag``, when the second ends, as each baseline acts at its check with the data complete by then
+  (neither is charged the live delay before data count: the monitor's ``settle_seconds``, a
+  Prometheus scrape interval).
 - oracle SPRT, the floor: Wald's SPRT with the true rates (alpha 0.01, upper boundary only) on
   the canary's errors, or, for the latency regressions, on the canary requests at or above the
   bucket edge nearest stable's true p50 (latency +10 %) or p99 (tail), with their true
