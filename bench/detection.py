@@ -12,7 +12,7 @@ Run from the repository root::
 
 Defaults: ``--runs 500`` per regression scenario (10 minutes each), ``--null-runs 2000`` per
 no-regression scenario (30 minutes each), ``--calibration-runs 2000``, ``--workers 2``,
-``--seed 1``, ``--history 300``, ``--canaries 1000 --cpu-ticks 60``: 13 minutes on 2 quiet
+``--seed 1``, ``--history 600``, ``--canaries 1000 --cpu-ticks 60``: 13 minutes on 2 quiet
 cores (``--quick``: under 2). Most of the time is the null runs: 1,800 seconds of canaryguard
 each, twice (with and without history).
 
@@ -37,7 +37,7 @@ data from either side, one per 3 minutes on average). Outside the default run (`
 null-slow-dispersion``): over-dispersion whose factors last 60 s instead of 10 s.
 
 **Stable's history.** Before each run's canary starts, stable serves all the traffic: ``--history``
-seconds (300) simulated with their own generator (seeded like the run, key ``NAME/history``), all
+seconds (600) simulated with their own generator (seeded like the run, key ``NAME/history``), all
 1,000 req/s on stable, with the run's over-dispersion, latency wobble and gaps (the fleet's
 character; no incident, ramp or lag). canaryguard gets them as ``Detector.prime``, as the monitor
 gives it stable's last ``history_seconds``; it also runs without them (``canaryguard, no
@@ -152,7 +152,7 @@ ALPHA = 0.01
 MIN_BLOCKS = 3  # Kayenta compares nothing with fewer data points a side
 CALIBRATION = "calibration"
 TUNED_RATE = 0.01
-HISTORY_SECONDS = 300  # stable's traffic before the canary (RollbackConfig.history_seconds)
+HISTORY_SECONDS = 600  # stable's traffic before the canary (RollbackConfig.history_seconds)
 
 # bucket i of domain.histogram holds [EDGES[i], EDGES[i + 1]) ms; bucket 0 also holds [0, 1)
 EDGES: Floats = np.concatenate(([0.0], GROWTH ** np.arange(1, MAX_BUCKET + 1.0), [np.inf]))

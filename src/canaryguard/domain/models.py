@@ -190,7 +190,7 @@ class RollbackConfig(_Frozen):
         default=0, ge=0, le=86_400, description="seconds after canary start that are not judged"
     )
     history_seconds: int = Field(
-        default=300,
+        default=600,
         ge=0,
         le=3_600,
         description="seconds of stable's traffic before the canary started from which the "
