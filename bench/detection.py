@@ -12,8 +12,8 @@ Run from the repository root::
 
 Defaults: ``--runs 500`` per regression scenario (10 minutes each), ``--null-runs 2000`` per
 no-regression scenario (30 minutes each), ``--calibration-runs 2000``, ``--workers 2``,
-``--seed 1``, ``--history 600``, ``--canaries 1000 --cpu-ticks 60``: 13 minutes on 2 quiet
-cores (``--quick``: under 2). Most of the time is the null runs: 1,800 seconds of canaryguard
+``--seed 1``, ``--history 600``, ``--canaries 1000 --cpu-ticks 60``: about 20 minutes on 2
+cores (``--quick``: about 3). Most of the time is the null runs: 1,800 seconds of canaryguard
 each, twice (with and without history).
 
 **Ground truth.** Each run is one canary, simulated second by second with its own seeded numpy
