@@ -118,6 +118,7 @@ from scipy import special, stats  # type: ignore[import-untyped, unused-ignore]
 
 from canaryguard.domain.detector import Counts, Detector, DetectorConfig, VerdictKind
 from canaryguard.domain.histogram import GROWTH, MAX_BUCKET
+from canaryguard.domain.models import RollbackConfig
 
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -152,7 +153,10 @@ ALPHA = 0.01
 MIN_BLOCKS = 3  # Kayenta compares nothing with fewer data points a side
 CALIBRATION = "calibration"
 TUNED_RATE = 0.01
-HISTORY_SECONDS = 600  # stable's traffic before the canary (RollbackConfig.history_seconds)
+# canaryguard as a deployment gets it by default: stable's traffic before the canary, and the
+# detector's dispersion blocks (not the simulated wobble's BLOCK_SECONDS, which is the fleet's)
+HISTORY_SECONDS = RollbackConfig().history_seconds
+DETECTOR_BLOCK_SECONDS = RollbackConfig().dispersion_block_seconds
 
 # bucket i of domain.histogram holds [EDGES[i], EDGES[i + 1]) ms; bucket 0 also holds [0, 1)
 EDGES: Floats = np.concatenate(([0.0], GROWTH ** np.arange(1, MAX_BUCKET + 1.0), [np.inf]))
@@ -395,7 +399,7 @@ def canaryguard(
     stream: Stream,
     scenario: Scenario,
     history: Stream | None = None,
-    block_seconds: int = BLOCK_SECONDS,
+    block_seconds: int = DETECTOR_BLOCK_SECONDS,
 ) -> tuple[float, str]:
     """Seconds from the onset to the rollback decision (inf: none in the run), and the test;
     the detector first learns from ``history`` (stable's traffic before the canary), if any."""
@@ -645,7 +649,7 @@ class Task:
     seed: int
     detector: bool
     history: int = HISTORY_SECONDS
-    block_seconds: int = BLOCK_SECONDS  # canaryguard's dispersion_block_seconds
+    block_seconds: int = DETECTOR_BLOCK_SECONDS  # canaryguard's dispersion_block_seconds
 
 
 @dataclass
@@ -709,7 +713,7 @@ def tasks_for(
     *,
     detector: bool,
     history: int = 0,
-    block_seconds: int = BLOCK_SECONDS,
+    block_seconds: int = DETECTOR_BLOCK_SECONDS,
 ) -> list[Task]:
     size = 20 if SCENARIOS[scenario].seconds > REGRESSION_SECONDS else 50
     return [
@@ -1243,8 +1247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--block-seconds",
         type=positive,
-        default=BLOCK_SECONDS,
-        help="canaryguard's dispersion_block_seconds (default 10; 60 for slow swings)",
+        default=DETECTOR_BLOCK_SECONDS,
+        help=f"canaryguard's dispersion_block_seconds (default {DETECTOR_BLOCK_SECONDS}; "
+        "60 for slow swings)",
     )
     parser.add_argument("--canaries", type=int, default=1000, help="for the CPU per tick; 0: skip")
     parser.add_argument("--cpu-ticks", type=positive, default=60)

@@ -115,7 +115,7 @@ def record(
             max=3_600,
             help="seconds of stable's traffic before the canary started to write (negative t)",
         ),
-    ] = 600,
+    ] = RollbackConfig().history_seconds,
 ) -> None:
     """Write DEPLOYMENT's live observations as per-second aggregate lines (the replay format),
     with t counted from when its canary started: everything the server still holds since then
