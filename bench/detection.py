@@ -741,10 +741,9 @@ def run_all(jobs: dict[str, list[Task]], workers: int, started: float) -> dict[s
 # -- CPU per tick ------------------------------------------------------------------------------
 
 
-def tick_cost(canaries: int, ticks: int, seed: int) -> tuple[float, int]:
-    """CPU milliseconds of one tick of ``canaries`` detectors, each fed its own simulated null
-    canary, after ``TICK_WARMUP`` unmeasured seconds; how many had (falsely) decided by then."""
-    scenario = replace(SCENARIOS["null"], seconds=TICK_WARMUP + ticks)
+def null_feeds(canaries: int, seconds: int, seed: int) -> list[list[tuple[Counts, Counts]]]:
+    """Per canary, ``seconds`` of its own simulated null traffic as (stable, canary) counts."""
+    scenario = replace(SCENARIOS["null"], seconds=seconds)
     feeds = []
     for k in range(canaries):
         stream = simulate(scenario, rng_for(seed, "cpu", k))
@@ -757,9 +756,16 @@ def tick_cost(canaries: int, ticks: int, seed: int) -> tuple[float, int]:
                     Counts(requests[0][s], errors[0][s], stable[s]),
                     Counts(requests[1][s], errors[1][s], canary[s]),
                 )
-                for s in range(scenario.seconds)
+                for s in range(seconds)
             ]
         )
+    return feeds
+
+
+def tick_cost(canaries: int, ticks: int, seed: int) -> tuple[float, int]:
+    """CPU milliseconds of one tick of ``canaries`` detectors, each fed its own simulated null
+    canary, after ``TICK_WARMUP`` unmeasured seconds; how many had (falsely) decided by then."""
+    feeds = null_feeds(canaries, TICK_WARMUP + ticks, seed)
     detectors = [Detector(DetectorConfig(), started_at=0.0) for _ in range(canaries)]
     for second in range(TICK_WARMUP):
         for detector, feed in zip(detectors, feeds, strict=True):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,10 @@ from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.domain.errors import Conflict, NotFound
 from canaryguard.domain.events import AutoRollbackTriggered
 from canaryguard.domain.histogram import bucket_for
+from canaryguard.domain.judge import RunCheckpoint
 from canaryguard.domain.models import DeploymentState, RollbackKind, SnapshotKind
 from canaryguard.engine.app import CanaryGuard
-from canaryguard.engine.monitor import MONITOR_ACTOR
+from canaryguard.engine.monitor import CHECKPOINT_SECONDS, MONITOR_ACTOR, Watch
 from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR, seed
 
@@ -286,7 +289,20 @@ async def restarted(
         await guard.close()
 
 
-async def test_a_restarted_monitor_retraces_the_evidence_of_a_run_it_takes_over(
+@asynccontextmanager
+async def taken_over(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, path: Path
+) -> AsyncIterator[tuple[Watch, Watch]]:
+    """The run's watch in ``app`` and in another process that took it over and ticked once."""
+    async with restarted(app, db_url, clock, keys, path) as again:
+        await again.monitor.tick()
+        before, after = app.monitor.watch(NAME), again.monitor.watch(NAME)
+        assert before is not None
+        assert after is not None
+        yield before, after
+
+
+async def test_a_restarted_monitor_carries_on_the_evidence_of_a_run_it_takes_over(
     app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
 ) -> None:
     await seed(app)
@@ -296,11 +312,7 @@ async def test_a_restarted_monitor_retraces_the_evidence_of_a_run_it_takes_over(
     # a split change mid-run: a new revision, and a new state (scaling)
     changed = await app.deployments.set_split(NAME, percent=20, actor=ACTOR)
     await traffic(app, 30, revision=changed.revision, canary_errors=2)
-    async with restarted(app, db_url, clock, keys, tmp_path / "again") as again:
-        await again.monitor.tick()
-        before, after = app.monitor.watch(NAME), again.monitor.watch(NAME)
-        assert before is not None
-        assert after is not None
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
         assert after.judge.detector.states() == before.judge.detector.states()
         # the seconds of both revisions (the last one or two have not settled)
         assert after.judge.detector.errors.canary_requests > 50 * 100
@@ -343,3 +355,117 @@ async def test_the_dispersion_block_length_is_taken_from_the_deployment_s_config
     watch = app.monitor.watch(NAME)
     assert watch is not None
     assert watch.judge.detector.config.block_seconds == 60
+
+
+async def checkpoint_of(app: CanaryGuard) -> RunCheckpoint | None:
+    deployment = await app.deployments.get(NAME)
+    async with app.ports.store.read() as tx:
+        return await tx.checkpoints.get(deployment.baseline_snapshot_id or "")
+
+
+async def test_the_monitor_saves_the_detector_of_a_run_every_so_many_judged_seconds(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app)
+    await traffic(app, 2 * CHECKPOINT_SECONDS + 5, revision=revision, canary_errors=1)
+    saved = await checkpoint_of(app)
+    watch = app.monitor.watch(NAME)
+    assert saved is not None
+    assert watch is not None
+    assert saved.next_second == watch.judge.started_at + 2 * CHECKPOINT_SECONDS
+    assert saved.deployment == NAME
+
+
+async def test_a_restarted_monitor_resumes_a_run_older_than_an_hour_from_its_checkpoint(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 10, revision=revision, canary_errors=1)
+    for _ in range(4):  # over an hour without traffic (the monitor judges the gaps)
+        clock.advance(1000)
+        await app.monitor.tick()
+    await traffic(app, CHECKPOINT_SECONDS + 10, revision=revision, canary_errors=1)
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        # without the checkpoint it would judge the last hour only, not the first seconds
+        assert after.judge.detector.states() == before.judge.detector.states()
+        assert after.judge.detector.errors.canary_requests > 50 * 100
+
+
+async def test_observations_late_for_a_second_judged_before_the_checkpoint_do_not_count(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 10, revision=revision, canary_errors=1)
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    judged = watch.judge.started_at + 5  # a second judged before the checkpoint
+    await app.observations.record(
+        NAME,
+        "canary",
+        at=datetime.fromtimestamp(judged, UTC),
+        revision=revision,
+        requests=100,
+        errors=40,
+        latency_sum_ms=5000.0,
+        latency_max_ms=50.0,
+        histogram={bucket_for(50.0): 100},
+    )
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        assert after.judge.detector.states() == before.judge.detector.states()
+
+
+async def test_without_a_checkpoint_a_restarted_monitor_retraces_the_run(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 10, revision=revision, canary_errors=1)
+    async with app.ports.store.write() as tx:
+        await tx.checkpoints.prune(keep=set())
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        assert after.judge.detector.states() == before.judge.detector.states()
+
+
+async def test_a_checkpoint_that_does_not_fit_is_set_aside_and_the_run_retraced(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 10, revision=revision, canary_errors=1)
+    saved = await checkpoint_of(app)
+    assert saved is not None
+    broken = replace(saved, next_second=saved.next_second + 1, detector={"version": 99})
+    async with app.ports.store.write() as tx:
+        await tx.checkpoints.save([broken])
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        assert after.judge.detector.states() == before.judge.detector.states()
+
+
+async def test_the_checkpoint_of_a_run_that_ended_is_dropped(app: CanaryGuard) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 5, revision=revision, canary_errors=1)
+    assert await checkpoint_of(app) is not None
+    run = (await app.deployments.get(NAME)).baseline_snapshot_id or ""
+    await app.deployments.abort(NAME, reason="enough", actor=ACTOR)
+    await app.monitor.tick()
+    async with app.ports.store.read() as tx:
+        assert await tx.checkpoints.get(run) is None
+
+
+async def test_a_resumed_run_s_conditions_see_the_same_evaluation_window(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 10, revision=revision, canary_errors=1)
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        until = app.monitor.until(clock.now())
+        assert after.judge.metrics(until) == before.judge.metrics(until)
+
+
+async def test_a_resumed_detector_keeps_the_settings_its_run_started_with(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 5, revision=revision, canary_errors=1)
+    await app.deployments.configure(NAME, changes={"alpha": 0.001}, actor=ACTOR)
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        assert after.judge.detector.config == before.judge.detector.config
+        assert after.judge.detector.config.alpha == 0.01

@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from typing import Any
 
 from canaryguard.domain.histogram import bucket_upper_ms
 
 __all__ = [
+    "CHECKPOINT_VERSION",
     "RATIOS",
+    "CheckpointError",
     "Counts",
     "Detector",
     "DetectorConfig",
@@ -56,6 +59,14 @@ _WEIGHTS: tuple[float, ...] = (0.03, 0.05, 0.13, 0.18, 0.18, 0.15, 0.1, 0.07, 0.
 _LOG_RATIOS = tuple(math.log(r) for r in RATIOS)
 _LOG_WEIGHTS = tuple(math.log(w / sum(_WEIGHTS)) for w in _WEIGHTS)
 _LOG_TERMS = math.log(len(RATIOS))
+
+# the layout of ``Detector.checkpoint``: a checkpoint of another layout is refused, and the
+# monitor then retraces the run from its start instead
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A detector checkpoint that cannot be taken back: the message names what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +382,23 @@ class SequentialTest:
             weight += self._blocks - 1
         return max(1.0, total / weight)
 
+    def checkpoint(self) -> dict[str, Any]:
+        """Every number the test has learnt, as JSON-ready values (``restore`` takes them
+        back); the config is the detector's and is not included."""
+        state = {slot: getattr(self, slot) for slot in _TEST_SLOTS}
+        for slot in _SEQUENCES:  # copies: the test goes on changing its own lists
+            if state[slot] is not None:
+                state[slot] = list(state[slot])
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what ``checkpoint`` gave: afterwards the test goes on exactly as the one
+        it came from. Raises ``CheckpointError`` naming what does not fit, changing nothing."""
+        values = _checked(f"test {self.name!r}", state, _TEST_SLOTS)
+        restored = {slot: _restored(slot, getattr(self, slot), values[slot]) for slot in values}
+        for slot, value in restored.items():
+            setattr(self, slot, value)
+
     def may_reach(self, value: float) -> bool:
         """Whether the e-value may be ``value`` or more: a cheap bound (the largest weighted
         term times the number of terms) so the exact sum is only computed near a threshold."""
@@ -394,6 +422,73 @@ class SequentialTest:
             stable_events=self.stable_events,
             stable_requests=self.stable_requests,
         )
+
+
+_TEST_SLOTS = tuple(slot for slot in SequentialTest.__slots__ if slot != "_config")
+_PAIRS = ("_previous", "_earlier")  # stable's (events, requests) of a block, or None
+_SEQUENCES = ("_block", "_lag1", "_lag2", "_log_lr", *_PAIRS)
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _checked(what: str, state: Mapping[str, Any], expected: Sequence[str]) -> Mapping[str, Any]:
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what}: expected an object, got {type(state).__name__}")
+    missing = sorted(set(expected) - state.keys())
+    unknown = sorted(state.keys() - set(expected))
+    if missing or unknown:
+        raise CheckpointError(
+            f"{what}: missing {missing or 'nothing'}, unknown {unknown or 'nothing'}"
+        )
+    return state
+
+
+def _int(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"{what}: expected an integer, got {value!r}")
+    return value
+
+
+def _float(what: str, value: object) -> float:
+    # an int is a fine float: JSON writers may drop a float's ".0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise CheckpointError(f"{what}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _bool(what: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{what}: expected true or false, got {value!r}")
+    return value
+
+
+def _number(what: str, current: object, value: object) -> object:
+    """``value`` checked to be of the type ``current`` (the fresh object's value) has."""
+    if isinstance(current, bool):
+        return _bool(what, value)
+    if isinstance(current, int):
+        return _int(what, value)
+    if isinstance(current, float):
+        return _float(what, value)
+    if type(value) is not type(current):
+        raise CheckpointError(f"{what}: expected {type(current).__name__}, got {value!r}")
+    return value
+
+
+def _restored(slot: str, current: object, value: object) -> object:
+    if slot in _PAIRS:
+        if value is None:
+            return None
+        if not (isinstance(value, list) and len(value) == 2):
+            raise CheckpointError(f"{slot}: expected null or [events, requests], got {value!r}")
+        return (_int(slot, value[0]), _int(slot, value[1]))
+    if isinstance(current, list):
+        if not (isinstance(value, list) and len(value) == len(current)):
+            raise CheckpointError(f"{slot}: expected a list of {len(current)}, got {value!r}")
+        return [_number(slot, old, item) for old, item in zip(current, value, strict=True)]
+    return _number(slot, current, value)
 
 
 def _drift(before: Sequence[int], after: Sequence[int]) -> tuple[float, float] | None:
@@ -429,6 +524,20 @@ def _with_partial(
     if partial is None:
         return drift, noise, pairs
     return drift + share * partial[0], noise + share * partial[1], pairs + share
+
+
+_DETECTOR_FIELDS = (
+    "version",
+    "config",
+    "started_at",
+    "seconds",
+    "primed",
+    "stable_histogram",
+    "stable_measured",
+    "thresholds",
+    "tests",
+    "verdict",
+)
 
 
 def _slow(histogram: Mapping[int, int], above: int) -> int:
@@ -506,6 +615,86 @@ class Detector:
                 measured = sum(counts.histogram.values())
                 for test, above in zip(self.latency, self._thresholds, strict=True):
                     test.prime(_slow(counts.histogram, above), measured)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything the detector has learnt, as a JSON-ready object: its config, each
+        test's evidence and dispersion estimate, stable's latency quantiles and the verdict.
+        ``Detector.from_checkpoint`` rebuilds a detector that goes on exactly as this one
+        (floats survive JSON exactly), so a process that takes a run over resumes the
+        evidence instead of looking again (``docs/detection.md``, controller restarts)."""
+        verdict = self._verdict
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": {f.name: _plain(getattr(self.config, f.name)) for f in fields(self.config)},
+            "started_at": self.started_at,
+            "seconds": self._seconds,
+            "primed": self._primed,
+            "stable_histogram": [list(item) for item in sorted(self._stable_histogram.items())],
+            "stable_measured": self._stable_measured,
+            "thresholds": _plain(self._thresholds),
+            "tests": [test.checkpoint() for test in self.tests],
+            "verdict": None
+            if verdict is None
+            else {
+                "kind": verdict.kind.value,
+                "condition": verdict.condition,
+                "reason": verdict.reason,
+                "tests": [asdict(state) for state in verdict.tests],
+            },
+        }
+
+    @classmethod
+    def from_checkpoint(cls, data: Mapping[str, Any]) -> Detector:
+        """The detector ``checkpoint`` described. Raises ``CheckpointError`` naming what is wrong
+        (another layout version, a missing or unknown field, a value of the wrong type)."""
+        data = _checked("checkpoint", data, _DETECTOR_FIELDS)
+        if data["version"] != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"checkpoint: layout version {data['version']!r}, this detector reads "
+                f"{CHECKPOINT_VERSION}"
+            )
+        try:
+            config = _checked("config", data["config"], [f.name for f in fields(DetectorConfig)])
+            defaults = DetectorConfig()
+            settings: dict[str, Any] = {
+                name: tuple(_float(name, q) for q in value)
+                if name == "latency_quantiles"
+                else _number(name, getattr(defaults, name), value)
+                for name, value in config.items()
+            }
+            detector = cls(
+                DetectorConfig(**settings),
+                started_at=_float("started_at", data["started_at"]),
+            )
+            detector._seconds = _int("seconds", data["seconds"])
+            detector._primed = _bool("primed", data["primed"])
+            detector._stable_histogram = {
+                _int("stable_histogram", bucket): _int("stable_histogram", count)
+                for bucket, count in data["stable_histogram"]
+            }
+            detector._stable_measured = _int("stable_measured", data["stable_measured"])
+            thresholds = data["thresholds"]
+            detector._thresholds = (
+                None if thresholds is None else [_int("thresholds", t) for t in thresholds]
+            )
+            tests = data["tests"]
+            if not isinstance(tests, list) or len(tests) != len(detector.tests):
+                raise CheckpointError(f"tests: expected {len(detector.tests)} tests, got {tests!r}")
+            for test, state in zip(detector.tests, tests, strict=True):
+                test.restore(state)
+            verdict = data["verdict"]
+            if verdict is not None:
+                detector._verdict = Verdict(
+                    VerdictKind(verdict["kind"]),
+                    condition=str(verdict["condition"]),
+                    reason=str(verdict["reason"]),
+                    tests=tuple(TestState(**state) for state in verdict["tests"]),
+                )
+        except CheckpointError:
+            raise
+        except (TypeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint: malformed ({exc})") from exc
+        return detector
 
     def _learn_latency(self, histogram: Mapping[int, int]) -> None:
         for bucket, count in histogram.items():

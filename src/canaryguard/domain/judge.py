@@ -6,7 +6,9 @@ stream at simulated speed) both use this one class, so a replay decides what the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import cel
 
@@ -17,7 +19,19 @@ from canaryguard.domain.detector import Counts, Detector, DetectorConfig, Verdic
 from canaryguard.domain.models import MetricsSnapshot, RollbackConfig, VariantMetrics
 from canaryguard.domain.windows import RollingWindow, SecondStats, WindowTotals
 
-__all__ = ["Judge", "conditions_of", "snapshot_of", "variant_metrics"]
+__all__ = ["Judge", "RunCheckpoint", "conditions_of", "snapshot_of", "variant_metrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheckpoint:
+    """A canary run's detector as saved by the process judging it, so that a process taking
+    the run over (a restart, a new leader) resumes its evidence instead of looking again."""
+
+    run: str  # the run's baseline snapshot id
+    deployment: str
+    next_second: int  # the first second the detector had not judged
+    detector: Mapping[str, Any]  # ``Detector.checkpoint()``
+    saved_at: datetime
 
 
 def conditions_of(config: RollbackConfig) -> list[Condition]:
@@ -106,6 +120,21 @@ class Judge:
         mid-run, it learns from the run alone)."""
         if self.config.detector_enabled and self.detector.can_prime:
             self.detector.prime([_counts(stats) for stats in history])
+
+    def resume(self, checkpoint: Mapping[str, Any]) -> None:
+        """Take the detector of a ``Detector.checkpoint`` (from the process that judged the run
+        before) instead of this judge's fresh one, before any second is pushed. Raises
+        ``CheckpointError`` when it does not fit, changing nothing."""
+        if self.last_second is not None:
+            raise RuntimeError("a judge resumes before its first second")
+        self.detector = Detector.from_checkpoint(checkpoint)
+        self.verdict = self.detector.current()
+
+    def refill(self, second: int, both: Mapping[Variant, SecondStats]) -> None:
+        """A second the detector judged before it was resumed: into the conditions' window only
+        (its evidence is in the checkpoint already)."""
+        self.window.push(second, both)
+        self.last_second = second
 
     def reconfigure(self, config: RollbackConfig) -> None:
         """New conditions at run time (the detector's evidence is kept)."""

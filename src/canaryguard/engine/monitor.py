@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.checks import Extension
+from canaryguard.domain.detector import CheckpointError
 from canaryguard.domain.errors import (
     CanaryGuardError,
     Conflict,
@@ -29,7 +30,7 @@ from canaryguard.domain.errors import (
     NotFound,
     NotLeader,
 )
-from canaryguard.domain.judge import Judge, snapshot_of
+from canaryguard.domain.judge import Judge, RunCheckpoint, snapshot_of
 from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
@@ -55,6 +56,11 @@ JUDGED_STATES = frozenset(
     {DeploymentState.VALIDATING, DeploymentState.CANARY_ACTIVE, DeploymentState.SCALING}
 )
 MAX_CATCH_UP = 3_600  # seconds judged in one tick after a stall; older ones are skipped
+# how often a run's detector is saved, in judged seconds: a process that takes the run over
+# resumes from the last save and judges at most this many seconds a second time. Saving
+# 1,000 detectors costs about 2 ticks of CPU and a write of 3 KiB each (bench/checkpoints.py):
+# every 30 s, a few per cent of the monitor's time
+CHECKPOINT_SECONDS = 30
 VETOED = "rollback.auto_vetoed"  # the audit action of a veto
 AUDIT_PAGE = 1_000
 
@@ -83,6 +89,7 @@ class Watch:
     judge: Judge
     next_second: int
     primed: bool = False  # the detector has had stable's history (or never will)
+    saved_second: int = 0  # ``next_second`` when the detector was last saved (0: never)
     decision: Decision | None = None
     failures: int = 0  # automatic rollbacks of this run that failed in a row
     retry_at: datetime | None = None  # when to try again after a failure (backing off)
@@ -116,6 +123,7 @@ class Monitor:
         # were judged by another process (or this one before a restart), which may have been
         # vetoed there
         self._judging_since: datetime | None = None
+        self._pruned = False  # the checkpoints of ended runs were dropped since judging began
 
     def watches(self) -> dict[str, Watch]:
         """Every canary run under judgement, by deployment."""
@@ -141,12 +149,14 @@ class Monitor:
         if self.leadership is not None and not await self.leadership.hold():
             self._watches.clear()
             self._judging_since = None
+            self._pruned = False
             return []
         await self._rollbacks.expire_due()
         now = self._ports.clock.now()
         if self._judging_since is None:
             self._judging_since = now
         baselines: dict[str, SnapshotInfo | None] = {}
+        checkpoints: dict[str, RunCheckpoint | None] = {}
         vetoes: dict[str, AuditRecord] = {}
         async with self._ports.store.read() as tx:
             deployments = await tx.deployments.all()
@@ -160,24 +170,75 @@ class Monitor:
                 if watch is None or watch.run != d.baseline_snapshot_id:
                     sealed = await tx.snapshots.get(d.baseline_snapshot_id or "")
                     baselines[d.name] = sealed.info if sealed is not None else None
+                    checkpoints[d.name] = await tx.checkpoints.get(d.baseline_snapshot_id or "")
                     if sealed is not None and sealed.info.created_at < self._judging_since:
                         veto = await _veto_of(tx, d.name, sealed.info.id)
                         if veto is not None:
                             vetoes[d.name] = veto
-        for name in set(self._watches) - set(active):
+        ended = set(self._watches) - set(active)
+        for name in ended:
             del self._watches[name]  # promoted, aborted or rolled back: the run is over
         taken: list[Decision] = []
         for deployment in active.values():
-            watch = self._watch_for(deployment, now, baselines.get(deployment.name))
+            watch = self._watch_for(
+                deployment,
+                now,
+                baselines.get(deployment.name),
+                checkpoints.get(deployment.name),
+            )
             if deployment.name in vetoes:
                 self._resume_veto(watch, vetoes[deployment.name], now)
             decision = await self._judge(watch, deployment, now)
             if decision is not None:
                 taken.append(decision)
+        prune = bool(ended) or not self._pruned
+        await self._save_checkpoints(
+            now, keep={d.baseline_snapshot_id or "" for d in active.values()} if prune else None
+        )
         return taken
 
+    async def _save_checkpoints(self, now: datetime, *, keep: set[str] | None) -> None:
+        # every CHECKPOINT_SECONDS judged seconds, each run's detector goes to the database
+        # (docs/detection.md, controller restarts), and the checkpoints of runs that ended go;
+        # a failure here costs a restart some re-judged seconds, never the tick
+        due = [
+            w
+            for w in self._watches.values()
+            if w.primed
+            and w.next_second - max(w.saved_second, w.judge.started_at) >= CHECKPOINT_SECONDS
+        ]
+        if not due and keep is None:
+            return
+        try:
+            async with self._ports.store.write(exclusive=False) as tx:
+                await tx.checkpoints.save(
+                    [
+                        RunCheckpoint(
+                            run=w.run,
+                            deployment=w.deployment,
+                            next_second=w.next_second,
+                            detector=w.judge.detector.checkpoint(),
+                            saved_at=now,
+                        )
+                        for w in due
+                    ]
+                )
+                if keep is not None:
+                    await tx.checkpoints.prune(keep=keep)
+        except Exception:
+            log.exception("saving the detectors' checkpoints failed")
+            return
+        for w in due:
+            w.saved_second = w.next_second
+        if keep is not None:
+            self._pruned = True
+
     def _watch_for(
-        self, deployment: Deployment, now: datetime, baseline: SnapshotInfo | None
+        self,
+        deployment: Deployment,
+        now: datetime,
+        baseline: SnapshotInfo | None,
+        checkpoint: RunCheckpoint | None,
     ) -> Watch:
         run = deployment.baseline_snapshot_id or ""
         watch = self._watches.get(deployment.name)
@@ -187,8 +248,9 @@ class Monitor:
         # the run is judged from the canary's start, over the revisions from the start on,
         # both taken from the snapshot the start wrote (not from the state's start or the
         # revision now, which a split change moves): a monitor that takes over the run after
-        # a restart replays the same seconds as the one before it did and retraces its
-        # evidence (docs/detection.md, controller restarts)
+        # a restart resumes the detector the one before it saved, or without a checkpoint
+        # replays the same seconds as it did and retraces its evidence (docs/detection.md,
+        # controller restarts)
         started, since_revision = deployment.state_since, deployment.revision
         if baseline is not None and baseline.kind is SnapshotKind.BEFORE_CANARY:
             started, since_revision = baseline.created_at, baseline.revision + 1
@@ -200,8 +262,33 @@ class Monitor:
             judge=Judge(deployment.config, started_at=first, extensions=self.extensions),
             next_second=first,
         )
+        if checkpoint is not None:
+            self._resume(watch, deployment, checkpoint, started=int(started.timestamp()))
         self._watches[deployment.name] = watch
         return watch
+
+    def _resume(
+        self, watch: Watch, deployment: Deployment, checkpoint: RunCheckpoint, *, started: int
+    ) -> None:
+        # the detector as saved, the run's whole evidence whatever its age; the seconds it
+        # judged refill the conditions' window only
+        judge = Judge(deployment.config, started_at=started, extensions=self.extensions)
+        try:
+            judge.resume(checkpoint.detector)
+        except CheckpointError as exc:
+            log.warning("%s: detector checkpoint not used (%s)", deployment.name, exc)
+            return
+        refill = max(started, checkpoint.next_second - judge.window.seconds)
+        for second in range(refill, checkpoint.next_second):
+            judge.refill(
+                second,
+                self._ports.windows.second(
+                    deployment.name, second, min_revision=watch.since_revision
+                ),
+            )
+        watch.judge = judge
+        watch.next_second = watch.saved_second = checkpoint.next_second
+        watch.primed = True
 
     def _resume_veto(self, watch: Watch, record: AuditRecord, now: datetime) -> None:
         # the run was vetoed before this process took it over: the veto holds here too

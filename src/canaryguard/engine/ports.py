@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from canaryguard.domain.access import ApiToken
 from canaryguard.domain.audit import AuditEntry
 from canaryguard.domain.events import Event, EventRecord
+from canaryguard.domain.judge import RunCheckpoint
 from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
@@ -29,6 +30,7 @@ from canaryguard.domain.windows import RollupKey, SecondStats
 
 __all__ = [
     "AuditLog",
+    "CheckpointRepo",
     "Clock",
     "DeploymentRepo",
     "EventBus",
@@ -259,6 +261,21 @@ class LeaseRepo(Protocol):
         ...
 
 
+class CheckpointRepo(Protocol):
+    """Each running canary's last saved detector (``RunCheckpoint``), by run."""
+
+    async def get(self, run: str) -> RunCheckpoint | None: ...
+
+    async def save(self, checkpoints: Collection[RunCheckpoint]) -> None:
+        """Insert or replace each run's checkpoint; one that has judged no further than the
+        stored one (a smaller or equal ``next_second``) leaves the stored one as it is."""
+        ...
+
+    async def prune(self, *, keep: Collection[str]) -> int:
+        """Drop the checkpoints of every run not in ``keep``; how many went."""
+        ...
+
+
 class Transaction(Protocol):
     """One database transaction, with a repository per kind of record."""
 
@@ -280,6 +297,8 @@ class Transaction(Protocol):
     def tokens(self) -> TokenRepo: ...
     @property
     def leases(self) -> LeaseRepo: ...
+    @property
+    def checkpoints(self) -> CheckpointRepo: ...
 
 
 class Store(Protocol):

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import await_only
 
 from canaryguard.adapters.store.audit import SqlAuditLog
+from canaryguard.adapters.store.checkpoints import SqlCheckpointRepo
 from canaryguard.adapters.store.deployments import SqlDeploymentRepo
 from canaryguard.adapters.store.events import SqlEventLog
 from canaryguard.adapters.store.inline_sqlite import BUSY_MS, Checkpointer, inline_connector
@@ -59,6 +60,7 @@ class SqlTransaction:
     observations: SqlObservationRepo
     tokens: SqlTokenRepo
     leases: SqlLeaseRepo
+    checkpoints: SqlCheckpointRepo
 
     @classmethod
     def on(
@@ -74,6 +76,7 @@ class SqlTransaction:
             observations=SqlObservationRepo(conn),
             tokens=SqlTokenRepo(conn),
             leases=SqlLeaseRepo(conn),
+            checkpoints=SqlCheckpointRepo(conn),
         )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "audit_log",
     "controller_leases",
     "deployments",
+    "detector_checkpoints",
     "event_log",
     "insert_on_conflict",
     "metadata",
@@ -232,6 +233,18 @@ controller_leases = sa.Table(
     sa.Column("holder", sa.String(64), nullable=False),
     sa.Column("epoch", BigInt, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Each running canary's detector as the monitor last saved it (JSON in ``body``), so a process
+# that takes the run over resumes its evidence; rows of runs that ended are pruned.
+detector_checkpoints = sa.Table(
+    "detector_checkpoints",
+    metadata,
+    sa.Column("run", sa.String(64), primary_key=True),
+    sa.Column("deployment", sa.String(256), nullable=False),
+    sa.Column("next_second", BigInt, nullable=False),
+    sa.Column("saved_at", UTCDateTime, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
 )
 
 # Batch ids already merged, so a client that retries a batch is not counted twice.
