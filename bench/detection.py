@@ -12,9 +12,9 @@ Run from the repository root::
 
 Defaults: ``--runs 500`` per regression scenario (10 minutes each), ``--null-runs 2000`` per
 no-regression scenario (30 minutes each), ``--calibration-runs 2000``, ``--workers 2``,
-``--seed 1``, ``--history 600``, ``--canaries 1000 --cpu-ticks 60``: about 20 minutes on 2
-cores (``--quick``: about 3). Most of the time is the null runs: 1,800 seconds of canaryguard
-each, twice (with and without history).
+``--seed 1``, ``--history 600``, ``--canaries 1000 --cpu-ticks 60``: about 30 minutes on 2
+busy cores (``--quick``: about 3). Most of the time is the null runs: 1,800 seconds of
+canaryguard each, twice (with and without history).
 
 **Ground truth.** Each run is one canary, simulated second by second with its own seeded numpy
 ``Generator`` (seeded from ``--seed``, the scenario's name and the run's number, so every
@@ -33,15 +33,19 @@ a random phase to the canary's start; latency untouched); a latency wobble (each
 scale times its own Gamma factor, mean 1, CV 0.1, fixed per 10-second block at a random phase;
 error rates untouched); telemetry lag (2 to 5 s per run:
 every detector sees every second that much later); data gaps (stretches of 5 to 30 s without
-data from either side, one per 3 minutes on average). Outside the default run (``--scenarios
-null-slow-dispersion``): over-dispersion whose factors last 60 s instead of 10 s.
+data from either side, one per 3 minutes on average); slow swings (``null-slow-dispersion``:
+the over-dispersion's factors last 60 s instead of 10 s).
 
 **Stable's history.** Before each run's canary starts, stable serves all the traffic: ``--history``
 seconds (600) simulated with their own generator (seeded like the run, key ``NAME/history``), all
 1,000 req/s on stable, with the run's over-dispersion, latency wobble and gaps (the fleet's
 character; no incident, ramp or lag). canaryguard gets them as ``Detector.prime``, as the monitor
 gives it stable's last ``history_seconds``; it also runs without them (``canaryguard, no
-history``), on the same streams. The baselines do not use history.
+history``), on the same streams. With ``dispersion_block_seconds`` unset (the default), the
+block length is chosen from stable's last hour (``history_span``): the history preceded by
+50 minutes more of the same fleet, errors only, from a generator of its own (key
+``NAME/swings``), so the runs' streams and histories are those of a fixed block. The baselines
+do not use history.
 
 **Detectors**, all fed the same streams:
 
@@ -116,8 +120,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats  # type: ignore[import-untyped, unused-ignore]
 
-from canaryguard.domain.detector import Counts, Detector, DetectorConfig, VerdictKind
+from canaryguard.domain.detector import (
+    SLOW_BLOCK_SECONDS,
+    Counts,
+    Detector,
+    DetectorConfig,
+    VerdictKind,
+)
 from canaryguard.domain.histogram import GROWTH, MAX_BUCKET
+from canaryguard.domain.judge import history_span
 from canaryguard.domain.models import RollbackConfig
 
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
@@ -156,7 +167,7 @@ TUNED_RATE = 0.01
 # canaryguard as a deployment gets it by default: stable's traffic before the canary, and the
 # detector's dispersion blocks (not the simulated wobble's BLOCK_SECONDS, which is the fleet's)
 HISTORY_SECONDS = RollbackConfig().history_seconds
-DETECTOR_BLOCK_SECONDS = RollbackConfig().dispersion_block_seconds
+DETECTOR_BLOCK_SECONDS = RollbackConfig().dispersion_block_seconds  # None: chosen per run
 
 # bucket i of domain.histogram holds [EDGES[i], EDGES[i + 1]) ms; bucket 0 also holds [0, 1)
 EDGES: Floats = np.concatenate(([0.0], GROWTH ** np.arange(1, MAX_BUCKET + 1.0), [np.inf]))
@@ -243,8 +254,7 @@ NULLS = (
 )
 SCENARIOS = {scenario.name: scenario for scenario in (*REGRESSIONS, *NULLS)}
 # outside the issue's goals, run on request: a stress case the detector does not handle yet
-EXTRA = ("null-slow-dispersion",)
-DEFAULT_SCENARIOS = [name for name in SCENARIOS if name not in EXTRA]
+DEFAULT_SCENARIOS = list(SCENARIOS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,9 +310,13 @@ def block_factors(
 
 
 def simulate(
-    scenario: Scenario, rng: np.random.Generator, *, canary_share: float = CANARY_SHARE
+    scenario: Scenario,
+    rng: np.random.Generator,
+    *,
+    canary_share: float = CANARY_SHARE,
+    latency: bool = True,
 ) -> Stream:
-    """Draw one run, every second of it at once."""
+    """Draw one run, every second of it at once (without ``latency``: empty histograms)."""
     seconds = scenario.seconds
     t = np.arange(seconds)
     lag = int(rng.integers(LAG_SECONDS[0], LAG_SECONDS[1] + 1)) if scenario.lag else 0
@@ -343,6 +357,10 @@ def simulate(
             rng, scenario.latency_wobble_cv, seconds, scenario.wobble_seconds
         )
     errors = rng.binomial(requests, np.minimum(ERROR_RATE * error_scale, 1.0)).astype(np.int64)
+    if not latency:
+        requests[:, missing] = 0
+        errors[:, missing] = 0
+        return Stream(requests, errors, np.zeros((2, seconds, 1), dtype=np.int64), 0, lag)
 
     # one multinomial per second and side, over the few distinct latency distributions
     keys = np.stack([latency_scale.ravel(), tail.ravel()], axis=1)
@@ -380,7 +398,9 @@ def histogram_rows(histograms: Ints, low: int) -> list[dict[int, int]]:
     ]
 
 
-def history_for(scenario: Scenario, rng: np.random.Generator, seconds: int) -> Stream:
+def history_for(
+    scenario: Scenario, rng: np.random.Generator, seconds: int, *, latency: bool = True
+) -> Stream:
     """Stable's traffic before the canary started: all of it on stable, with the run's
     over-dispersion, latency wobble and gaps (the fleet's character; no incident, no ramp)."""
     before = Scenario(
@@ -392,23 +412,46 @@ def history_for(scenario: Scenario, rng: np.random.Generator, seconds: int) -> S
         wobble_seconds=scenario.wobble_seconds,
         gaps=scenario.gaps,
     )
-    return simulate(before, rng, canary_share=0.0)
+    return simulate(before, rng, canary_share=0.0, latency=latency)
+
+
+def swings_for(
+    scenario: Scenario, rng: np.random.Generator, history: Stream, seconds: int
+) -> list[Counts]:
+    """Stable's last ``seconds`` before the canary, from which an unset dispersion block is
+    chosen: ``history`` preceded by more of the same fleet (errors only: the choice reads no
+    latency). The earlier part is drawn apart from ``history``, so the wobble restarts where
+    they meet: one pair of blocks in an hour."""
+    earlier = history_for(scenario, rng, seconds - history.seconds, latency=False)
+    requests = np.concatenate([earlier.requests[0], history.requests[0]]).tolist()
+    errors = np.concatenate([earlier.errors[0], history.errors[0]]).tolist()
+    return [Counts(n, e) for n, e in zip(requests, errors, strict=True)]
 
 
 def canaryguard(
     stream: Stream,
     scenario: Scenario,
     history: Stream | None = None,
-    block_seconds: int = DETECTOR_BLOCK_SECONDS,
-) -> tuple[float, str]:
-    """Seconds from the onset to the rollback decision (inf: none in the run), and the test;
-    the detector first learns from ``history`` (stable's traffic before the canary), if any."""
-    config = DetectorConfig(warmup_seconds=float(scenario.grace), block_seconds=block_seconds)
+    block_seconds: int | None = DETECTOR_BLOCK_SECONDS,
+    swings: Sequence[Counts] | None = None,
+) -> tuple[float, str, int]:
+    """Seconds from the onset to the rollback decision (inf: none in the run), the test, and
+    the dispersion block used; the detector first learns from ``history`` (stable's traffic
+    before the canary), if any, and chooses an unset block from ``swings``."""
+    config = DetectorConfig(
+        warmup_seconds=float(scenario.grace),
+        block_seconds=block_seconds or DetectorConfig().block_seconds,
+        choose_block=block_seconds is None,
+    )
     detector = Detector(config, started_at=0.0)
     if history is not None:
         rows = histogram_rows(history.histograms[0], history.low)
         before_r, before_e = history.requests[0].tolist(), history.errors[0].tolist()
-        detector.prime([Counts(n, e, h) for n, e, h in zip(before_r, before_e, rows, strict=True)])
+        detector.prime(
+            [Counts(n, e, h) for n, e, h in zip(before_r, before_e, rows, strict=True)],
+            swings=swings,
+        )
+    block = detector.config.block_seconds
     last = stream.seconds - 1 - stream.lag  # later verdicts would land after the run
     requests = stream.requests.tolist()
     errors = stream.errors.tolist()
@@ -423,8 +466,8 @@ def canaryguard(
                 canary=Counts(requests[1][second], errors[1][second], canary_h[i]),
             )
             if verdict.kind is VerdictKind.REGRESSION:
-                return float(second + 1 + stream.lag - scenario.onset), verdict.condition
-    return math.inf, ""
+                return float(second + 1 + stream.lag - scenario.onset), verdict.condition, block
+    return math.inf, "", block
 
 
 def oracle_events(stream: Stream, scenario: Scenario) -> tuple[Ints, Ints, float, float]:
@@ -649,7 +692,7 @@ class Task:
     seed: int
     detector: bool
     history: int = HISTORY_SECONDS
-    block_seconds: int = DETECTOR_BLOCK_SECONDS  # canaryguard's dispersion_block_seconds
+    block_seconds: int | None = DETECTOR_BLOCK_SECONDS  # canaryguard's dispersion_block_seconds
 
 
 @dataclass
@@ -658,6 +701,7 @@ class Outcome:
 
     canaryguard: Floats
     conditions: list[str]
+    slow_blocks: int  # runs (with history) in which canaryguard chose minute blocks
     cold: Floats  # canaryguard without stable's history
     oracle: Floats
     statistics: dict[str, Floats]
@@ -674,28 +718,45 @@ def run_task(task: Task) -> Outcome:
     cold = np.full(runs, np.inf)
     conditions = [""] * runs
     floor = np.full(runs, np.inf)
+    slow = 0
     statistics = {family.name: np.empty((runs, len(family.times(scenario)))) for family in FAMILIES}
     for i, run in enumerate(range(task.start, task.stop)):
         stream = simulate(scenario, rng_for(task.seed, task.key, run))
         if task.detector:
-            cold[i], conditions[i] = canaryguard(stream, scenario, None, task.block_seconds)
+            cold[i], conditions[i], _ = canaryguard(stream, scenario, None, task.block_seconds)
             if task.history:
                 history = history_for(
                     scenario, rng_for(task.seed, f"{task.key}/history", run), task.history
                 )
-                found[i], conditions[i] = canaryguard(stream, scenario, history, task.block_seconds)
+                span = history_span(
+                    RollbackConfig(
+                        history_seconds=task.history, dispersion_block_seconds=task.block_seconds
+                    )
+                )
+                swings = (
+                    swings_for(
+                        scenario, rng_for(task.seed, f"{task.key}/swings", run), history, span
+                    )
+                    if span > task.history
+                    else None
+                )
+                found[i], conditions[i], block = canaryguard(
+                    stream, scenario, history, task.block_seconds, swings
+                )
+                slow += block == SLOW_BLOCK_SECONDS
             else:
                 found[i] = cold[i]
         floor[i] = oracle(stream, scenario)
         for family in FAMILIES:
             statistics[family.name][i] = family_statistics(family, stream, scenario)
-    return Outcome(found, conditions, cold, floor, statistics)
+    return Outcome(found, conditions, slow, cold, floor, statistics)
 
 
 def merge(outcomes: Sequence[Outcome]) -> Outcome:
     return Outcome(
         np.concatenate([o.canaryguard for o in outcomes]),
         [c for o in outcomes for c in o.conditions],
+        sum(o.slow_blocks for o in outcomes),
         np.concatenate([o.cold for o in outcomes]),
         np.concatenate([o.oracle for o in outcomes]),
         {
@@ -713,7 +774,7 @@ def tasks_for(
     *,
     detector: bool,
     history: int = 0,
-    block_seconds: int = DETECTOR_BLOCK_SECONDS,
+    block_seconds: int | None = DETECTOR_BLOCK_SECONDS,
 ) -> list[Task]:
     size = 20 if SCENARIOS[scenario].seconds > REGRESSION_SECONDS else 50
     return [
@@ -1092,6 +1153,8 @@ def conditions_note(scenario: Scenario, outcome: Outcome) -> str:
         listed += (
             f" (after {found.min():.0f} to {found.max():.0f} s, median {np.median(found):.0f} s)"
         )
+    runs = len(outcome.canaryguard)
+    listed += f"; minute blocks chosen in {outcome.slow_blocks} of {runs} runs"
     return f"- {scenario.title}: {listed}"
 
 
@@ -1239,7 +1302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         choices=list(SCENARIOS),
         default=DEFAULT_SCENARIOS,
-        help=f"default: all but {', '.join(EXTRA)}",
+        help="default: all",
     )
     parser.add_argument("--workers", type=positive, default=2, help="simulation processes")
     parser.add_argument("--seed", type=int, default=1)
@@ -1254,8 +1317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--block-seconds",
         type=positive,
         default=DETECTOR_BLOCK_SECONDS,
-        help=f"canaryguard's dispersion_block_seconds (default {DETECTOR_BLOCK_SECONDS}; "
-        "60 for slow swings)",
+        help="canaryguard's dispersion_block_seconds (default: unset, so 10 or, when stable's "
+        "last hour swings over minutes, 60)",
     )
     parser.add_argument("--canaries", type=int, default=1000, help="for the CPU per tick; 0: skip")
     parser.add_argument("--cpu-ticks", type=positive, default=60)

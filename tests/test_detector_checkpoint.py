@@ -154,3 +154,17 @@ def test_a_config_out_of_range_is_refused() -> None:
     data["config"]["alpha"] = 2.0
     with pytest.raises(CheckpointError, match="alpha must be between 0 and 1"):
         Detector.from_checkpoint(data)
+
+
+def test_a_checkpoint_for_another_mixture_of_ratios_is_refused() -> None:
+    data = checkpoint()
+    data["mixture"][0][0] = 1.05
+    with pytest.raises(CheckpointError, match="another mixture"):
+        Detector.from_checkpoint(data)
+
+
+def test_a_number_too_large_for_a_float_is_refused() -> None:
+    data = checkpoint()
+    data["tests"][0]["dispersion"] = 10**400
+    with pytest.raises(CheckpointError, match="malformed"):
+        Detector.from_checkpoint(data)

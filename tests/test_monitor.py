@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
+from canaryguard.adapters.store.database import SqlStore
+from canaryguard.adapters.store.schema import detector_checkpoints
 from canaryguard.domain.errors import Conflict, NotFound
 from canaryguard.domain.events import AutoRollbackTriggered
 from canaryguard.domain.histogram import bucket_for
@@ -253,15 +256,23 @@ async def stable_alone(app: CanaryGuard, seconds: int, *, errors: tuple[int, ...
         clock.advance(1)
 
 
-async def test_the_detector_learns_stable_s_wobble_from_before_the_canary(
-    app: CanaryGuard,
-) -> None:
+async def watch_after_stable_alone(
+    app: CanaryGuard, seconds: int, *, errors: tuple[int, ...]
+) -> Watch:
+    """The watch of a canary started after ``seconds`` of stable alone, 4 s into its run."""
     await seed(app)
-    await stable_alone(app, 120, errors=(5, 15))
+    await stable_alone(app, seconds, errors=errors)
     revision = await start(app, seeded=True)
     await traffic(app, 4, revision=revision, canary_errors=1)
     watch = app.monitor.watch(NAME)
     assert watch is not None
+    return watch
+
+
+async def test_the_detector_learns_stable_s_wobble_from_before_the_canary(
+    app: CanaryGuard,
+) -> None:
+    watch = await watch_after_stable_alone(app, 120, errors=(5, 15))
     # the prior alone says 2.1; stable's rate jumping by half block to block says far more
     assert watch.judge.detector.errors.dispersion > 3
 
@@ -469,3 +480,70 @@ async def test_a_resumed_detector_keeps_the_settings_its_run_started_with(
     async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
         assert after.judge.detector.config == before.judge.detector.config
         assert after.judge.detector.config.alpha == 0.01
+
+
+async def test_a_fleet_whose_errors_swing_every_minute_is_judged_in_minute_blocks(
+    app: CanaryGuard,
+) -> None:
+    watch = await watch_after_stable_alone(
+        app, 3600, errors=(5,) * 6 + (15,) * 6
+    )  # a minute low, a minute high
+    assert watch.judge.detector.config.block_seconds == 60
+
+
+async def test_a_fleet_whose_errors_wobble_every_ten_seconds_keeps_ten_second_blocks(
+    app: CanaryGuard,
+) -> None:
+    watch = await watch_after_stable_alone(app, 3600, errors=(5, 15))
+    assert watch.judge.detector.config.block_seconds == 10
+
+
+async def test_a_checkpoint_that_is_not_json_is_set_aside_and_every_run_still_judged(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 10, revision=revision, canary_errors=1)
+    store = app.ports.store
+    assert isinstance(store, SqlStore)
+    async with store.engine.begin() as conn:
+        await conn.execute(sa.update(detector_checkpoints).values(body="{not json"))
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        assert after.judge.detector.states() == before.judge.detector.states()
+
+
+async def test_seconds_judged_with_the_detector_off_are_not_fed_to_it_after_a_restart(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 5, revision=revision, canary_errors=1)
+    await app.deployments.configure(NAME, changes={"detector_enabled": False}, actor=ACTOR)
+    await traffic(app, 20, revision=revision, canary_errors=1)
+    await app.deployments.configure(NAME, changes={"detector_enabled": True}, actor=ACTOR)
+    await traffic(app, 5, revision=revision, canary_errors=1)  # no regular save since
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        assert after.judge.detector.states() == before.judge.detector.states()
+
+
+async def test_a_run_followed_by_another_between_two_ticks_leaves_no_checkpoint(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app)
+    await traffic(app, CHECKPOINT_SECONDS + 5, revision=revision, canary_errors=1)
+    first = (await app.deployments.get(NAME)).baseline_snapshot_id or ""
+    await app.deployments.abort(NAME, reason="again", actor=ACTOR)
+    await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    await app.monitor.tick()
+    async with app.ports.store.read() as tx:
+        assert await tx.checkpoints.get(first) is None
+
+
+async def test_a_resumed_run_keeps_the_start_second_it_was_judged_from(
+    app: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    revision = await start(app)
+    clock.advance(7200)  # first judged two hours in: from an hour back, not from the start
+    await traffic(app, CHECKPOINT_SECONDS + 5, revision=revision, canary_errors=1)
+    async with taken_over(app, db_url, clock, keys, tmp_path / "again") as (before, after):
+        assert after.judge.started_at == before.judge.started_at
+        until = app.monitor.until(clock.now())
+        assert after.judge.metrics(until) == before.judge.metrics(until)

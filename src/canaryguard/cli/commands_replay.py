@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from canaryguard.cli.client import CliError
 from canaryguard.cli.context import ctx_of
 from canaryguard.domain.histogram import GROWTH
+from canaryguard.domain.judge import history_span
 from canaryguard.domain.models import RollbackConfig
 from canaryguard.domain.replay import parse_stream
 from canaryguard.domain.replay import replay as run_replay
@@ -113,9 +114,11 @@ def record(
             "--history",
             min=0,
             max=3_600,
-            help="seconds of stable's traffic before the canary started to write (negative t)",
+            help="seconds of stable's traffic before the canary started to write (negative t): "
+            "replay learns stable's wobble from the last history_seconds of them and chooses an "
+            "unset dispersion block from the last hour",
         ),
-    ] = RollbackConfig().history_seconds,
+    ] = history_span(RollbackConfig()),
 ) -> None:
     """Write DEPLOYMENT's live observations as per-second aggregate lines (the replay format),
     with t counted from when its canary started: everything the server still holds since then

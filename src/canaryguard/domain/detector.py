@@ -27,9 +27,11 @@ this same code one settled second at a time.
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -37,7 +39,10 @@ from canaryguard.domain.histogram import bucket_upper_ms
 
 __all__ = [
     "CHECKPOINT_VERSION",
+    "MIN_SWING_SECONDS",
     "RATIOS",
+    "SLOW_BLOCK_SECONDS",
+    "SWING_SECONDS",
     "CheckpointError",
     "Counts",
     "Detector",
@@ -46,6 +51,8 @@ __all__ = [
     "TestState",
     "Verdict",
     "VerdictKind",
+    "block_seconds_for",
+    "swing_index",
 ]
 
 # The mixture over the alternative's rate ratio r: spread over the regressions worth catching,
@@ -59,6 +66,16 @@ _WEIGHTS: tuple[float, ...] = (0.03, 0.05, 0.13, 0.18, 0.18, 0.15, 0.1, 0.07, 0.
 _LOG_RATIOS = tuple(math.log(r) for r in RATIOS)
 _LOG_WEIGHTS = tuple(math.log(w / sum(_WEIGHTS)) for w in _WEIGHTS)
 _LOG_TERMS = math.log(len(RATIOS))
+
+# Choosing the dispersion block from stable's past (``block_seconds_for``): 60 s blocks when its
+# error rate swings over minutes. Read over the last hour; with less than half an hour of
+# traffic there are too few pairs of minutes to tell, and the block stays as configured.
+SLOW_BLOCK_SECONDS = 60
+SWING_SECONDS = 3_600
+MIN_SWING_SECONDS = 1_800
+SWING_RATIO = 4.5  # how much more the rate must wander between minutes than between 10 s
+SWING_MIN_INDEX = 3.0  # and how much more than Poisson noise between minutes
+_CHI2_MEDIAN = 0.4549  # the median of a chi-squared variable with one degree of freedom
 
 # the layout of ``Detector.checkpoint``: a checkpoint of another layout is refused, and the
 # monitor then retraces the run from its start instead
@@ -86,7 +103,9 @@ class DetectorConfig:
     ``alpha`` is the false-rollback budget per canary, spent ``error_share`` on the error test
     and the rest evenly on one latency test per quantile in ``latency_quantiles``. Seconds
     before ``warmup_seconds`` into the canary are not evidence. ``block_seconds`` is the block
-    over which dispersion is estimated. The error test starts from ``prior_dispersion``, worth
+    over which dispersion is estimated; with ``choose_block``, ``Detector.prime`` replaces it
+    with ``SLOW_BLOCK_SECONDS`` when stable's past shows its error rate swinging over minutes
+    (``block_seconds_for``). The error test starts from ``prior_dispersion``, worth
     ``prior_blocks`` blocks of data, and bounds the rate drift it measures ``dispersion_z``
     standard errors up; the latency tests use ``latency_prior_dispersion``,
     ``latency_prior_blocks`` and ``latency_dispersion_z``.
@@ -98,6 +117,7 @@ class DetectorConfig:
     latency_quantiles: tuple[float, ...] = (0.9, 0.99)
     min_stable_for_latency: int = 200
     block_seconds: int = 10
+    choose_block: bool = True
     prior_dispersion: float = 2.1
     prior_blocks: float = 0.5
     dispersion_z: float = 1.0
@@ -526,8 +546,55 @@ def _with_partial(
     return drift + share * partial[0], noise + share * partial[1], pairs + share
 
 
+def swing_index(stable: Sequence[Counts], block_seconds: int) -> float:
+    """How much stable's error rate wanders between consecutive blocks of ``block_seconds``
+    seconds with traffic, as a multiple of the Poisson noise (1: not at all beyond it): the
+    median of the squared standardised differences over their median under pure noise. The
+    median, not the mean, so that a step (a new stable version) or an incident in the stretch,
+    which moves a few pairs a lot, does not pass for a wandering rate."""
+    blocks: list[tuple[int, int]] = []
+    events = requests = ticks = 0
+    for counts in stable:
+        if counts.requests == 0:
+            continue  # a gap: blocks count seconds with traffic, as the tests' blocks do
+        events += counts.errors
+        requests += counts.requests
+        ticks += 1
+        if ticks == block_seconds:
+            blocks.append((events, requests))
+            events = requests = ticks = 0
+    squares = []
+    for before, after in itertools.pairwise(blocks):
+        drift = _drift(before, after)
+        if drift is not None:
+            # 2 x the drift term plus its noise is the squared difference of the two rates'
+            # ratios to their mean; standardised by the noise it is about chi-squared(1)
+            squares.append((2.0 * drift[0] + drift[1]) / drift[1])
+    return statistics.median(squares) / _CHI2_MEDIAN if squares else 1.0
+
+
+def block_seconds_for(stable: Sequence[Counts], configured: int) -> int:
+    """The dispersion block for a run, from stable's seconds before it (oldest first, up to
+    ``SWING_SECONDS`` of them): ``SLOW_BLOCK_SECONDS`` when its error rate wanders between
+    minutes well beyond both Poisson noise and its wander between ``configured``-second blocks
+    (a fleet whose rate swings over minutes, which short blocks understate:
+    ``docs/detection.md``, Slow swings), else ``configured``. Half an hour of traffic at least,
+    or ``configured``."""
+    recent = list(stable)[-SWING_SECONDS:]
+    if configured >= SLOW_BLOCK_SECONDS or sum(1 for c in recent if c.requests) < (
+        MIN_SWING_SECONDS
+    ):
+        return configured
+    slow = swing_index(recent, SLOW_BLOCK_SECONDS)
+    fast = swing_index(recent, configured)
+    if slow >= SWING_MIN_INDEX and slow >= SWING_RATIO * fast:
+        return SLOW_BLOCK_SECONDS
+    return configured
+
+
 _DETECTOR_FIELDS = (
     "version",
+    "mixture",
     "config",
     "started_at",
     "seconds",
@@ -561,27 +628,30 @@ class Detector:
     """
 
     def __init__(self, config: DetectorConfig | None = None, *, started_at: float = 0.0) -> None:
-        self.config = config or DetectorConfig()
         self.started_at = started_at
-        self.errors = SequentialTest("errors", self.config.alpha_for("errors"), self.config)
-        self.latency = [
-            SequentialTest(
-                f"latency_p{q * 100:g}",
-                self.config.alpha_for("latency"),
-                self.config,
-                prior=self.config.latency_prior_dispersion,
-                prior_blocks=self.config.latency_prior_blocks,
-                z=self.config.latency_dispersion_z,
-            )
-            for q in self.config.latency_quantiles
-        ]
-        self._tests = (self.errors, *self.latency)
+        self._build(config or DetectorConfig())
         self._stable_histogram: dict[int, int] = {}
         self._stable_measured = 0
         self._thresholds: list[int] | None = None
         self._seconds = 0
         self._primed = False
         self._verdict: Verdict | None = None
+
+    def _build(self, config: DetectorConfig) -> None:
+        self.config = config
+        self.errors = SequentialTest("errors", config.alpha_for("errors"), config)
+        self.latency = [
+            SequentialTest(
+                f"latency_p{q * 100:g}",
+                config.alpha_for("latency"),
+                config,
+                prior=config.latency_prior_dispersion,
+                prior_blocks=config.latency_prior_blocks,
+                z=config.latency_dispersion_z,
+            )
+            for q in config.latency_quantiles
+        ]
+        self._tests: tuple[SequentialTest, ...] = (self.errors, *self.latency)
 
     @property
     def tests(self) -> Sequence[SequentialTest]:
@@ -592,11 +662,15 @@ class Detector:
         """Whether ``prime`` may still be called: no history given yet, no second judged."""
         return not (self._primed or self._seconds or any(t.canary_requests for t in self.tests))
 
-    def prime(self, history: Sequence[Counts]) -> None:
+    def prime(self, history: Sequence[Counts], *, swings: Sequence[Counts] | None = None) -> None:
         """Learn from stable's seconds before the canary started (oldest first; call once,
         before ``update``): how much its error rate and its share of slow requests drift from
         block to block (each test's dispersion then starts from the fleet's own wobble instead
         of the prior alone), and its latency quantiles (the latency tests start at once).
+
+        With ``choose_block``, the block length is chosen first (``block_seconds_for``) from
+        ``swings``: a longer stretch of stable's past ending where ``history`` ends (the monitor
+        gives the last hour), or ``history`` itself when None.
 
         Only stable's side is used and nothing here is evidence against the canary: the
         e-processes start at the canary's first second as before."""
@@ -605,6 +679,12 @@ class Detector:
         if not self.can_prime:
             raise RuntimeError("history comes before the canary's first second")
         self._primed = True
+        if self.config.choose_block:
+            block = block_seconds_for(
+                history if swings is None else swings, self.config.block_seconds
+            )
+            if block != self.config.block_seconds:
+                self._build(replace(self.config, block_seconds=block))
         for counts in history:
             self._learn_latency(counts.histogram)
         if self._stable_measured >= self.config.min_stable_for_latency:
@@ -625,6 +705,7 @@ class Detector:
         verdict = self._verdict
         return {
             "version": CHECKPOINT_VERSION,
+            "mixture": [list(RATIOS), list(_WEIGHTS)],
             "config": {f.name: _plain(getattr(self.config, f.name)) for f in fields(self.config)},
             "started_at": self.started_at,
             "seconds": self._seconds,
@@ -653,6 +734,9 @@ class Detector:
                 f"checkpoint: layout version {data['version']!r}, this detector reads "
                 f"{CHECKPOINT_VERSION}"
             )
+        if data["mixture"] != [list(RATIOS), list(_WEIGHTS)]:
+            # the running log likelihood ratios belong to the ratios they were computed for
+            raise CheckpointError("checkpoint: written for another mixture of rate ratios")
         try:
             config = _checked("config", data["config"], [f.name for f in fields(DetectorConfig)])
             defaults = DetectorConfig()
@@ -692,7 +776,7 @@ class Detector:
                 )
         except CheckpointError:
             raise
-        except (TypeError, KeyError, ValueError) as exc:
+        except (TypeError, KeyError, ValueError, OverflowError, AttributeError) as exc:
             raise CheckpointError(f"checkpoint: malformed ({exc})") from exc
         return detector
 

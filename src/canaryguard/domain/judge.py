@@ -15,11 +15,25 @@ import cel
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.checks import ConditionResult, Extension, evaluate
 from canaryguard.domain.conditions import Condition, ConditionKind, compile_expression
-from canaryguard.domain.detector import Counts, Detector, DetectorConfig, Verdict, VerdictKind
+from canaryguard.domain.detector import (
+    SWING_SECONDS,
+    Counts,
+    Detector,
+    DetectorConfig,
+    Verdict,
+    VerdictKind,
+)
 from canaryguard.domain.models import MetricsSnapshot, RollbackConfig, VariantMetrics
 from canaryguard.domain.windows import RollingWindow, SecondStats, WindowTotals
 
-__all__ = ["Judge", "RunCheckpoint", "conditions_of", "snapshot_of", "variant_metrics"]
+__all__ = [
+    "Judge",
+    "RunCheckpoint",
+    "conditions_of",
+    "history_span",
+    "snapshot_of",
+    "variant_metrics",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,19 @@ def snapshot_of(
     )
 
 
+_DEFAULT_BLOCK = DetectorConfig().block_seconds
+
+
+def history_span(config: RollbackConfig) -> int:
+    """How many of stable's seconds before a canary's start its judgement reads: the last
+    ``history_seconds``, or the last ``SWING_SECONDS`` when the dispersion block is unset and
+    is chosen from them (0 history: nothing, and the block is not chosen either)."""
+    history = config.history_seconds
+    if history and config.dispersion_block_seconds is None:
+        return max(history, SWING_SECONDS)
+    return history
+
+
 def _counts(stats: SecondStats | None) -> Counts:
     if stats is None:
         return Counts()
@@ -100,7 +127,9 @@ class Judge:
             DetectorConfig(
                 alpha=config.alpha,
                 warmup_seconds=config.warmup_seconds,
-                block_seconds=config.dispersion_block_seconds,
+                # unset: 10 s, or 60 s when stable's last hour swings over minutes
+                block_seconds=config.dispersion_block_seconds or _DEFAULT_BLOCK,
+                choose_block=config.dispersion_block_seconds is None,
             ),
             started_at=started_at,
         )
@@ -113,21 +142,32 @@ class Judge:
         self.started_at = started_at
         self.last_second: int | None = None
 
-    def prime(self, history: Sequence[SecondStats | None]) -> None:
-        """Stable's seconds before the canary started, oldest first (``None``: no data): the
-        detector learns stable's wobble from them (``Detector.prime``); nothing is judged.
-        Ignored while the detector is off, and once it has judged a second (switched on
-        mid-run, it learns from the run alone)."""
-        if self.config.detector_enabled and self.detector.can_prime:
-            self.detector.prime([_counts(stats) for stats in history])
+    @property
+    def history_span(self) -> int:
+        """How many of stable's seconds before the start ``prime`` takes (``history_span``)."""
+        return history_span(self.config)
+
+    def prime(self, before: Sequence[SecondStats | None]) -> None:
+        """Stable's last ``history_span`` seconds before the canary started, oldest first
+        (``None``: no data): the detector learns stable's wobble from the last
+        ``history_seconds`` of them, and an unset dispersion block is chosen from all of them
+        (``Detector.prime``); nothing is judged. Ignored while the detector is off, and once it
+        has judged a second (switched on mid-run, it learns from the run alone)."""
+        if not (self.config.detector_enabled and self.detector.can_prime):
+            return
+        stable = [_counts(stats) for stats in before]
+        history = stable[max(len(stable) - self.config.history_seconds, 0) :]
+        self.detector.prime(history, swings=stable if len(stable) > len(history) else None)
 
     def resume(self, checkpoint: Mapping[str, Any]) -> None:
         """Take the detector of a ``Detector.checkpoint`` (from the process that judged the run
-        before) instead of this judge's fresh one, before any second is pushed. Raises
+        before) instead of this judge's fresh one, and its start second, before any second is
+        pushed. Raises
         ``CheckpointError`` when it does not fit, changing nothing."""
         if self.last_second is not None:
             raise RuntimeError("a judge resumes before its first second")
         self.detector = Detector.from_checkpoint(checkpoint)
+        self.started_at = int(self.detector.started_at)  # the run's start as it was judged
         self.verdict = self.detector.current()
 
     def refill(self, second: int, both: Mapping[Variant, SecondStats]) -> None:

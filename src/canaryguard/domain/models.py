@@ -196,12 +196,13 @@ class RollbackConfig(_Frozen):
         description="seconds of stable's traffic before the canary started from which the "
         "detector learns how much stable's rates wobble and its latency quantiles (0: none)",
     )
-    dispersion_block_seconds: int = Field(
-        default=10,
+    dispersion_block_seconds: int | None = Field(
+        default=None,
         ge=2,
         le=600,
         description="the blocks of seconds over which the detector measures how much rates "
-        "wander: longer ones see slower swings, and make detection slower (docs/detection.md)",
+        "wander: longer ones see slower swings, and make detection slower; null: 10, or 60 "
+        "when stable's error rate over the last hour swings over minutes (docs/detection.md)",
     )
     veto_seconds: float = Field(
         default=0,

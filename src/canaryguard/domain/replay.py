@@ -11,9 +11,10 @@ or one variant's aggregate of one second::
 ``t`` is seconds since the canary started; ``latency_ms`` of an aggregate lists latency samples
 (any number, also none). Stable's lines may have a negative ``t``: its traffic before the canary
 started, from which the detector learns how much stable's rates wobble (the last
-``history_seconds`` of it are used, as the live monitor does). Lines may come in any order.
-Each second is judged as the monitor judges a settled second, and a decision at second ``s`` is
-reported at ``s + 1 + settle``: when the live monitor would have taken it.
+``history_seconds`` of it are used, as the live monitor does, and with an unset
+``dispersion_block_seconds`` the last hour of it chooses the block length). Lines may come in
+any order. Each second is judged as the monitor judges a settled second, and a decision at
+second ``s`` is reported at ``s + 1 + settle``: when the live monitor would have taken it.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def replay(
     """Judge every second from 0 to the last one in order (missing seconds are empty). With
     ``auto_rollback_enabled`` off, a regression is reported but not as a rollback."""
     judge = Judge(config, started_at=0, extensions=extensions)
-    before = range(-config.history_seconds, 0)
+    before = range(-judge.history_span, 0)
     judge.prime([seconds.get(second, {}).get(Variant.STABLE) for second in before])
     last = max(seconds, default=-1)
     for second in range(last + 1):

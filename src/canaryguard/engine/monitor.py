@@ -58,8 +58,8 @@ JUDGED_STATES = frozenset(
 MAX_CATCH_UP = 3_600  # seconds judged in one tick after a stall; older ones are skipped
 # how often a run's detector is saved, in judged seconds: a process that takes the run over
 # resumes from the last save and judges at most this many seconds a second time. Saving
-# 1,000 detectors costs about 2 ticks of CPU and a write of 3 KiB each (bench/checkpoints.py):
-# every 30 s, a few per cent of the monitor's time
+# 1,000 detectors costs about 3 ticks (SQLite) to 6 (PostgreSQL), 3 KiB each
+# (bench/checkpoints.py): every 30 s, a tenth to a fifth of the monitor's time
 CHECKPOINT_SECONDS = 30
 VETOED = "rollback.auto_vetoed"  # the audit action of a veto
 AUDIT_PAGE = 1_000
@@ -90,6 +90,7 @@ class Watch:
     next_second: int
     primed: bool = False  # the detector has had stable's history (or never will)
     saved_second: int = 0  # ``next_second`` when the detector was last saved (0: never)
+    saved_enabled: bool = True  # ``detector_enabled`` then
     decision: Decision | None = None
     failures: int = 0  # automatic rollbacks of this run that failed in a row
     retry_at: datetime | None = None  # when to try again after a failure (backing off)
@@ -170,13 +171,13 @@ class Monitor:
                 if watch is None or watch.run != d.baseline_snapshot_id:
                     sealed = await tx.snapshots.get(d.baseline_snapshot_id or "")
                     baselines[d.name] = sealed.info if sealed is not None else None
-                    checkpoints[d.name] = await tx.checkpoints.get(d.baseline_snapshot_id or "")
+                    checkpoints[d.name] = await _checkpoint_of(tx, d)
                     if sealed is not None and sealed.info.created_at < self._judging_since:
                         veto = await _veto_of(tx, d.name, sealed.info.id)
                         if veto is not None:
                             vetoes[d.name] = veto
-        ended = set(self._watches) - set(active)
-        for name in ended:
+        watched = {w.run for w in self._watches.values()}
+        for name in set(self._watches) - set(active):
             del self._watches[name]  # promoted, aborted or rolled back: the run is over
         taken: list[Decision] = []
         for deployment in active.values():
@@ -191,38 +192,34 @@ class Monitor:
             decision = await self._judge(watch, deployment, now)
             if decision is not None:
                 taken.append(decision)
-        prune = bool(ended) or not self._pruned
-        await self._save_checkpoints(
-            now, keep={d.baseline_snapshot_id or "" for d in active.values()} if prune else None
-        )
+        # a run that ended (or was followed by another of the same deployment since the last
+        # tick) leaves its checkpoint behind: pruned, as at the first tick this process leads
+        runs = {w.run for w in self._watches.values()}
+        prune = bool(watched - runs) or not self._pruned
+        await self._save_checkpoints(now, keep=runs if prune else None)
         return taken
 
     async def _save_checkpoints(self, now: datetime, *, keep: set[str] | None) -> None:
         # every CHECKPOINT_SECONDS judged seconds, each run's detector goes to the database
         # (docs/detection.md, controller restarts), and the checkpoints of runs that ended go;
         # a failure here costs a restart some re-judged seconds, never the tick
-        due = [
-            w
-            for w in self._watches.values()
-            if w.primed
-            and w.next_second - max(w.saved_second, w.judge.started_at) >= CHECKPOINT_SECONDS
-        ]
+        due = [w for w in self._watches.values() if _save_due(w)]
         if not due and keep is None:
             return
+        # built before the transaction: SQLite's write lock is not held for the JSON's sake
+        saved = [
+            RunCheckpoint(
+                run=w.run,
+                deployment=w.deployment,
+                next_second=w.next_second,
+                detector=w.judge.detector.checkpoint(),
+                saved_at=now,
+            )
+            for w in due
+        ]
         try:
             async with self._ports.store.write(exclusive=False) as tx:
-                await tx.checkpoints.save(
-                    [
-                        RunCheckpoint(
-                            run=w.run,
-                            deployment=w.deployment,
-                            next_second=w.next_second,
-                            detector=w.judge.detector.checkpoint(),
-                            saved_at=now,
-                        )
-                        for w in due
-                    ]
-                )
+                await tx.checkpoints.save(saved)
                 if keep is not None:
                     await tx.checkpoints.prune(keep=keep)
         except Exception:
@@ -230,6 +227,7 @@ class Monitor:
             return
         for w in due:
             w.saved_second = w.next_second
+            w.saved_enabled = w.judge.config.detector_enabled
         if keep is not None:
             self._pruned = True
 
@@ -263,22 +261,23 @@ class Monitor:
             next_second=first,
         )
         if checkpoint is not None:
-            self._resume(watch, deployment, checkpoint, started=int(started.timestamp()))
+            self._resume(watch, deployment, checkpoint)
         self._watches[deployment.name] = watch
         return watch
 
-    def _resume(
-        self, watch: Watch, deployment: Deployment, checkpoint: RunCheckpoint, *, started: int
-    ) -> None:
-        # the detector as saved, the run's whole evidence whatever its age; the seconds it
-        # judged refill the conditions' window only
-        judge = Judge(deployment.config, started_at=started, extensions=self.extensions)
+    def _resume(self, watch: Watch, deployment: Deployment, checkpoint: RunCheckpoint) -> None:
+        # the detector as saved, the run's whole evidence whatever its age, and the start
+        # second the judging process gave it; the seconds it judged refill the conditions'
+        # window only
+        judge = Judge(
+            deployment.config, started_at=watch.judge.started_at, extensions=self.extensions
+        )
         try:
             judge.resume(checkpoint.detector)
         except CheckpointError as exc:
             log.warning("%s: detector checkpoint not used (%s)", deployment.name, exc)
             return
-        refill = max(started, checkpoint.next_second - judge.window.seconds)
+        refill = max(judge.started_at, checkpoint.next_second - judge.window.seconds)
         for second in range(refill, checkpoint.next_second):
             judge.refill(
                 second,
@@ -288,6 +287,7 @@ class Monitor:
             )
         watch.judge = judge
         watch.next_second = watch.saved_second = checkpoint.next_second
+        watch.saved_enabled = deployment.config.detector_enabled
         watch.primed = True
 
     def _resume_veto(self, watch: Watch, record: AuditRecord, now: datetime) -> None:
@@ -311,13 +311,11 @@ class Monitor:
         # Given when the detector judges the run's first second, so every second of it has
         # settled and it is the same whenever the run was first seen
         watch.primed = True
+        start = watch.judge.started_at
         watch.judge.prime(
             [
                 self._ports.windows.second(deployment.name, second).get(Variant.STABLE)
-                for second in range(
-                    watch.judge.started_at - deployment.config.history_seconds,
-                    watch.judge.started_at,
-                )
+                for second in range(start - watch.judge.history_span, start)
             ]
         )
 
@@ -465,6 +463,29 @@ class Monitor:
         now_watching.decision = vetoed
         self.decisions[self.decisions.index(decision)] = vetoed
         return vetoed
+
+
+def _save_due(watch: Watch) -> bool:
+    """Whether the watch's detector is to be saved now: every CHECKPOINT_SECONDS judged seconds
+    while it is on, and at once when it is switched on or off, so that a process that takes
+    the run over feeds it only the seconds judged with it on, as this one did."""
+    if not watch.primed:
+        return False
+    enabled = watch.judge.config.detector_enabled
+    if enabled != watch.saved_enabled:
+        return True
+    since = max(watch.saved_second, watch.judge.started_at)
+    return enabled and watch.next_second - since >= CHECKPOINT_SECONDS
+
+
+async def _checkpoint_of(tx: Transaction, deployment: Deployment) -> RunCheckpoint | None:
+    """The saved detector of the deployment's run; one that cannot be read is set aside (the
+    run is then retraced) rather than stopping every canary's judgement at every tick."""
+    try:
+        return await tx.checkpoints.get(deployment.baseline_snapshot_id or "")
+    except CheckpointError as exc:
+        log.warning("%s: detector checkpoint not used (%s)", deployment.name, exc)
+        return None
 
 
 async def _veto_of(tx: Transaction, deployment: str, run: str) -> AuditRecord | None:

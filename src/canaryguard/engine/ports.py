@@ -264,7 +264,9 @@ class LeaseRepo(Protocol):
 class CheckpointRepo(Protocol):
     """Each running canary's last saved detector (``RunCheckpoint``), by run."""
 
-    async def get(self, run: str) -> RunCheckpoint | None: ...
+    async def get(self, run: str) -> RunCheckpoint | None:
+        """The run's checkpoint, or None; ``CheckpointError`` when it cannot be read back."""
+        ...
 
     async def save(self, checkpoints: Collection[RunCheckpoint]) -> None:
         """Insert or replace each run's checkpoint; one that has judged no further than the

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canaryguard.adapters.store.schema import detector_checkpoints, insert_on_conflict
+from canaryguard.domain.detector import CheckpointError
 from canaryguard.domain.judge import RunCheckpoint
 
 __all__ = ["SqlCheckpointRepo"]
@@ -30,11 +31,15 @@ class SqlCheckpointRepo:
         ).first()
         if row is None:
             return None
+        try:
+            detector = json.loads(row.body)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint of run {run!r}: not JSON ({exc})") from exc
         return RunCheckpoint(
             run=row.run,
             deployment=row.deployment,
             next_second=int(row.next_second),
-            detector=json.loads(row.body),
+            detector=detector,
             saved_at=row.saved_at,
         )
 
