@@ -40,6 +40,7 @@ def test_a_running_canary_has_a_verdict_with_its_tests_and_conditions(
     assert verdict["judged"]
     assert verdict["verdict"] in {"inconclusive", "healthy"}
     assert [t["name"] for t in verdict["tests"]] == ["errors", "latency_p90", "latency_p99"]
+    assert verdict["dispersion_block_seconds"] == 10  # no stable hour to choose minutes from
     assert {c["fired_as"] for c in verdict["conditions"]} >= {
         "ErrorRateExceeded",
         "ResponseTimeExceeded",

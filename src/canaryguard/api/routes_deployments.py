@@ -275,6 +275,7 @@ async def verdict(name: str, guard: Guard) -> VerdictOut:
             )
             for t in (test.state() for test in watch.judge.detector.tests)
         ],
+        dispersion_block_seconds=watch.judge.detector.config.block_seconds,
         conditions=watch.judge.results,
         metrics=watch.judge.metrics(guard.monitor.until(guard.ports.clock.now())),
         since_start=guard.monitor.since_start(watch, guard.ports.clock.now()),

@@ -216,6 +216,11 @@ class VerdictOut(BaseModel):
     condition: str = ""
     reason: str = ""
     tests: list[DetectorTestOut] = Field(default_factory=list)
+    dispersion_block_seconds: int | None = Field(
+        default=None,
+        description="the detector's dispersion block in this run: the configured one, or the "
+        "one chosen from stable's last hour (60 when it swings over minutes, else 10)",
+    )
     conditions: list[ConditionResult] = Field(default_factory=list)
     metrics: MetricsSnapshot | None = Field(
         default=None, description="the evaluation window, up to the last settled second"

@@ -209,6 +209,10 @@ def verdict(ctx: typer.Context, name: str) -> None:
             f"{t['canary_requests']:,}",
         )
     c.out.console.print(tests)
+    if value.get("dispersion_block_seconds"):
+        c.out.console.print(
+            f"dispersion blocks: {value['dispersion_block_seconds']} s", highlight=False
+        )
     for result in value["conditions"]:
         mark = "[red]fired[/red]" if result["fired"] else "ok"
         c.out.console.print(f"{result['fired_as']}: {mark}: {result['reason']}", highlight=False)
