@@ -33,8 +33,9 @@ a random phase to the canary's start; latency untouched); a latency wobble (each
 scale times its own Gamma factor, mean 1, CV 0.1, fixed per 10-second block at a random phase;
 error rates untouched); telemetry lag (2 to 5 s per run:
 every detector sees every second that much later); data gaps (stretches of 5 to 30 s without
-data from either side, one per 3 minutes on average); slow swings (``null-slow-dispersion``:
-the over-dispersion's factors last 60 s instead of 10 s).
+data from either side, one per 3 minutes on average); slow swings (the over-dispersion's
+factors last 60 s instead of 10 s: ``null-slow-dispersion``, and errors x2 on such a fleet,
+``base-slow-dispersion``).
 
 **Stable's history.** Before each run's canary starts, stable serves all the traffic: ``--history``
 seconds (600) simulated with their own generator (seeded like the run, key ``NAME/history``), all
@@ -219,6 +220,15 @@ REGRESSIONS = (
         error_ratio=2.0,
         error_dispersion_cv=0.3,
         traffic="null-dispersion",
+    ),
+    Scenario(
+        "base-slow-dispersion",
+        "errors x2, 1 min swings",
+        REGRESSION_SECONDS,
+        error_ratio=2.0,
+        error_dispersion_cv=0.3,
+        wobble_seconds=60,
+        traffic="null-slow-dispersion",
     ),
     Scenario(
         "base-wobble",

@@ -133,3 +133,19 @@ def test_a_judge_with_the_block_set_keeps_it() -> None:
     ]
     judge.prime(before)
     assert judge.detector.config.block_seconds == 10
+
+
+def test_with_minute_blocks_chosen_the_drift_is_learnt_from_the_whole_hour() -> None:
+    swings = stable(SWING_SECONDS, swinging(60))
+    detector = Detector()
+    detector.prime(swings[-600:], swings=swings)
+    drift, _, pairs = detector.errors.checkpoint()["_lag1"]
+    assert pairs == SWING_SECONDS // SLOW_BLOCK_SECONDS - 1  # not the 9 of ten minutes
+    assert drift > 0
+
+
+def test_with_ten_second_blocks_the_drift_is_learnt_from_the_history_alone() -> None:
+    swings = stable(SWING_SECONDS, steady)
+    detector = Detector()
+    detector.prime(swings[-600:], swings=swings)
+    assert detector.errors.checkpoint()["_lag1"][2] == 600 // 10 - 1

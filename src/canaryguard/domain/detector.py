@@ -670,7 +670,8 @@ class Detector:
 
         With ``choose_block``, the block length is chosen first (``block_seconds_for``) from
         ``swings``: a longer stretch of stable's past ending where ``history`` ends (the monitor
-        gives the last hour), or ``history`` itself when None.
+        gives the last hour), or ``history`` itself when None. When that chooses minute blocks,
+        everything is learnt from ``swings`` instead of ``history``.
 
         Only stable's side is used and nothing here is evidence against the canary: the
         e-processes start at the canary's first second as before."""
@@ -685,6 +686,10 @@ class Detector:
             )
             if block != self.config.block_seconds:
                 self._build(replace(self.config, block_seconds=block))
+                if swings is not None and len(swings) > len(history):
+                    # ten minutes hold only nine pairs of minutes: the drift is learnt from the
+                    # whole stretch the choice read
+                    history = swings
         for counts in history:
             self._learn_latency(counts.histogram)
         if self._stable_measured >= self.config.min_stable_for_latency:
