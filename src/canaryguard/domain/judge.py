@@ -162,8 +162,7 @@ class Judge:
     def resume(self, checkpoint: Mapping[str, Any]) -> None:
         """Take the detector of a ``Detector.checkpoint`` (from the process that judged the run
         before) instead of this judge's fresh one, and its start second, before any second is
-        pushed. Raises
-        ``CheckpointError`` when it does not fit, changing nothing."""
+        pushed. Raises ``CheckpointError`` when it does not fit, changing nothing."""
         if self.last_second is not None:
             raise RuntimeError("a judge resumes before its first second")
         self.detector = Detector.from_checkpoint(checkpoint)

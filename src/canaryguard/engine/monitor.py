@@ -88,8 +88,8 @@ class Watch:
     since_revision: int
     judge: Judge
     next_second: int
+    saved_second: int  # ``next_second`` when the detector was last saved (or the watch began)
     primed: bool = False  # the detector has had stable's history (or never will)
-    saved_second: int = 0  # ``next_second`` when the detector was last saved (0: never)
     saved_enabled: bool = True  # ``detector_enabled`` then
     decision: Decision | None = None
     failures: int = 0  # automatic rollbacks of this run that failed in a row
@@ -259,6 +259,7 @@ class Monitor:
             since_revision=since_revision,
             judge=Judge(deployment.config, started_at=first, extensions=self.extensions),
             next_second=first,
+            saved_second=first,
         )
         if checkpoint is not None:
             self._resume(watch, deployment, checkpoint)
@@ -269,9 +270,7 @@ class Monitor:
         # the detector as saved, the run's whole evidence whatever its age, and the start
         # second the judging process gave it; the seconds it judged refill the conditions'
         # window only
-        judge = Judge(
-            deployment.config, started_at=watch.judge.started_at, extensions=self.extensions
-        )
+        judge = watch.judge
         try:
             judge.resume(checkpoint.detector)
         except CheckpointError as exc:
@@ -285,7 +284,6 @@ class Monitor:
                     deployment.name, second, min_revision=watch.since_revision
                 ),
             )
-        watch.judge = judge
         watch.next_second = watch.saved_second = checkpoint.next_second
         watch.saved_enabled = deployment.config.detector_enabled
         watch.primed = True
@@ -474,8 +472,7 @@ def _save_due(watch: Watch) -> bool:
     enabled = watch.judge.config.detector_enabled
     if enabled != watch.saved_enabled:
         return True
-    since = max(watch.saved_second, watch.judge.started_at)
-    return enabled and watch.next_second - since >= CHECKPOINT_SECONDS
+    return enabled and watch.next_second - watch.saved_second >= CHECKPOINT_SECONDS
 
 
 async def _checkpoint_of(tx: Transaction, deployment: Deployment) -> RunCheckpoint | None:

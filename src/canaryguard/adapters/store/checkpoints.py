@@ -71,8 +71,7 @@ class SqlCheckpointRepo:
         )
 
     async def prune(self, *, keep: Collection[str]) -> int:
-        runs = (await self._conn.execute(sa.select(_C.run))).scalars().all()
-        ended = [run for run in runs if run not in keep]
-        if ended:
-            await self._conn.execute(sa.delete(detector_checkpoints).where(_C.run.in_(ended)))
-        return len(ended)
+        result = await self._conn.execute(
+            sa.delete(detector_checkpoints).where(_C.run.not_in(list(keep)))
+        )
+        return int(result.rowcount)
