@@ -46,10 +46,14 @@ class RunningServer:
 
 @contextmanager
 def running_server(
-    data_dir: Path, db_url: str | None = None, *, heartbeat_seconds: float = 15.0
+    data_dir: Path,
+    db_url: str | None = None,
+    *,
+    heartbeat_seconds: float = 15.0,
+    prometheus_url: str | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``canaryguard serve`` (the same preparation and app) on a free loopback port."""
-    settings = Settings(data_dir=data_dir, db_url=db_url)
+    settings = Settings(data_dir=data_dir, db_url=db_url, prometheus_url=prometheus_url)
     port = free_port()
     messages: list[str] = []
     started = threading.Event()

@@ -14,6 +14,7 @@ from pathlib import Path
 from canaryguard.adapters.bus import InProcessBus
 from canaryguard.adapters.clock import SystemClock
 from canaryguard.adapters.crypto import KEYS_ENV, AesGcmKeyRing
+from canaryguard.adapters.prometheus import PrometheusSource
 from canaryguard.adapters.store import SqlStore, open_store
 from canaryguard.domain.checks import Extension
 from canaryguard.domain.errors import InvalidInput
@@ -21,10 +22,11 @@ from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.ports import Clock, EventBus, KeyRing
 from canaryguard.engine.unit import Ports
 
-__all__ = ["EXTENSION_GROUP", "Settings", "load_extensions", "open_canaryguard"]
+__all__ = ["EXTENSION_GROUP", "PROMETHEUS_ENV", "Settings", "load_extensions", "open_canaryguard"]
 
 DEFAULT_DATA_DIR = Path(".canaryguard")
 EXTENSION_GROUP = "canaryguard.conditions"  # entry points: Python rollback conditions
+PROMETHEUS_ENV = "CANARYGUARD_PROMETHEUS_URL"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Settings:
     db_url: str | None = field(default=None, repr=False)  # may hold a password
     key_file: Path | None = None
     keys_env: str | None = field(default=None, repr=False)
+    # the Prometheus whose series deployments with ``prometheus`` selectors are read from
+    prometheus_url: str | None = field(default=None, repr=False)  # may hold a password
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -50,6 +54,7 @@ class Settings:
             if env.get("CANARYGUARD_KEY_FILE")
             else None,
             "keys_env": env.get(KEYS_ENV) or None,
+            "prometheus_url": env.get(PROMETHEUS_ENV) or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -84,12 +89,19 @@ async def open_canaryguard(
             keys = AesGcmKeyRing.from_env(settings.keys_env)
         else:
             keys, created_key_file = AesGcmKeyRing.load_or_create(settings.key_path)
-    store = await open_store(settings.database_url)
+    # made before the store opens: a bad URL is refused with nothing open yet
+    source = PrometheusSource(settings.prometheus_url) if settings.prometheus_url else None
+    try:
+        store = await open_store(settings.database_url)
+    except BaseException:
+        if source is not None:
+            await source.close()
+        raise
     if created_key_file:
         try:
             await _refuse_new_key_for_old_snapshots(store, settings.key_path)
         except BaseException:
-            await store.close()
+            await _close_opened(store, source)
             raise
         notices.append(
             f"created the snapshot encryption key file {settings.key_path} (mode 0600): "
@@ -101,15 +113,25 @@ async def open_canaryguard(
         clock=clock or SystemClock(),
         keys=keys,
         extensions=load_extensions(notices),
+        metrics_source=source,
     )
     app = CanaryGuard(ports)
     app.notices.extend(notices)
     try:
         await app.observations.load()
     except BaseException:
-        await store.close()
+        await _close_opened(store, source)
         raise
     return app
+
+
+async def _close_opened(store: SqlStore, source: PrometheusSource | None) -> None:
+    """Close what ``open_canaryguard`` opened before it failed."""
+    try:
+        if source is not None:
+            await source.close()
+    finally:
+        await store.close()
 
 
 def load_extensions(notices: list[str]) -> dict[str, Extension]:

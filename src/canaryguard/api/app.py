@@ -75,6 +75,8 @@ def create_app(
             asyncio.create_task(guard.monitor.run(monitor_seconds)),
             asyncio.create_task(guard.executor.run()),
         ]
+        if guard.puller is not None:
+            tasks.append(asyncio.create_task(guard.puller.run()))
         app.state.ready = True
         try:
             yield

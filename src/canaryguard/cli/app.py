@@ -91,7 +91,7 @@ def _root(
 
 
 @app.command()
-def serve(
+def serve(  # noqa: PLR0917 - Typer passes the options by name
     ctx: typer.Context,
     data_dir: DataDir = None,
     db: Annotated[
@@ -100,13 +100,24 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65_535)] = 8000,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--prometheus",
+            envvar="CANARYGUARD_PROMETHEUS_URL",
+            help="a Prometheus to read outcomes from, for deployments whose `prometheus` "
+            "setting names their series (docs/operations.md)",
+        ),
+    ] = None,
 ) -> None:
     """Run the controller, the REST API and the event stream."""
     # imported here: the server stack is only needed by `serve`, and the other commands start fast
     from canaryguard.api.server import serve as run_server  # noqa: PLC0415
     from canaryguard.wiring import Settings  # noqa: PLC0415
 
-    settings = Settings.from_env(data_dir=_data_dir(data_dir or ctx_of(ctx).data_dir), db_url=db)
+    settings = Settings.from_env(
+        data_dir=_data_dir(data_dir or ctx_of(ctx).data_dir), db_url=db, prometheus_url=prometheus
+    )
     console = Console()
     try:
         asyncio.run(run_server(settings, host=host, port=port, announce=console.print))

@@ -25,6 +25,7 @@ __all__ = [
     "PolicyDocument",
     "PolicyRef",
     "PolicyVersion",
+    "PrometheusSelectors",
     "RollbackAlert",
     "RollbackConfig",
     "RollbackKind",
@@ -162,6 +163,45 @@ class RollbackStatus(StrEnum):
         return self in (RollbackStatus.PENDING, RollbackStatus.RUNNING)
 
 
+# a PromQL series selector: a metric name with optional label matchers (no functions: canaryguard
+# reads the raw samples of the series it selects)
+SELECTOR = r"^[A-Za-z_:][A-Za-z0-9_:]*(\{[^{}]*\})?$"
+Selector = Annotated[str, Field(min_length=1, max_length=1_000, pattern=SELECTOR)]
+
+
+class PrometheusSelectors(_Frozen):
+    """Where a deployment's outcomes are read from Prometheus, instead of (or besides) the
+    clients' reports: counters and a histogram whose series carry the variant in a label.
+
+    Each is a series selector, ``metric{label="value", ...}``; canaryguard reads the raw samples
+    of every series it selects and counts their increases per second and variant
+    (``docs/operations.md``, Reading metrics from Prometheus).
+    """
+
+    requests: Selector = Field(
+        description='counter of requests, e.g. http_requests_total{service="payments"}'
+    )
+    errors: Selector = Field(
+        description="counter of failed requests, e.g. "
+        'http_requests_total{service="payments",code=~"5.."}'
+    )
+    latency: Selector | None = Field(
+        default=None,
+        description="histogram of request durations without its _bucket suffix, e.g. "
+        'http_request_duration_seconds{service="payments"} (its _bucket and _sum series '
+        "are read); null: no latency",
+    )
+    latency_unit: Literal["seconds", "milliseconds"] = Field(
+        default="seconds", description="the unit of the histogram's le edges and _sum"
+    )
+    variant_label: str = Field(
+        default="variant",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=128,
+        description="the label whose value, stable or canary, names the variant of a series",
+    )
+
+
 class RollbackConfig(_Frozen):
     """Per-deployment rollback settings, changeable at run time."""
 
@@ -212,6 +252,11 @@ class RollbackConfig(_Frozen):
     )
     min_requests: int = Field(
         default=100, ge=1, le=10**9, description="canary requests before a threshold is judged"
+    )
+    prometheus: PrometheusSelectors | None = Field(
+        default=None,
+        description="read this deployment's outcomes from the server's Prometheus "
+        "(serve --prometheus URL) with these selectors; null: only what clients report",
     )
     conditions: list[Condition] = Field(
         default_factory=list,

@@ -13,6 +13,7 @@ from canaryguard.engine.leadership import TTL, Leadership
 from canaryguard.engine.monitor import MONITOR_ACTOR, Monitor
 from canaryguard.engine.observations import ObservationService
 from canaryguard.engine.policies import PolicyService
+from canaryguard.engine.pulling import MetricsPuller
 from canaryguard.engine.rollback import RollbackManager
 from canaryguard.engine.snapshots import SnapshotService
 from canaryguard.engine.tokens import TokenService
@@ -45,6 +46,10 @@ class CanaryGuard:
             ports, self.rollbacks, executor=self.executor, extensions=ports.extensions
         )
         self.tokens = TokenService(ports)
+        # outcomes read from Prometheus (``serve --prometheus URL``) besides clients' reports
+        self.puller = (
+            MetricsPuller(ports, ports.metrics_source) if ports.metrics_source is not None else None
+        )
         self.leadership: Leadership | None = None
         # another replica's share of a second reaches this one within its flush and the next
         # follow (a second each): judge seconds that much later while others take reports
@@ -95,4 +100,8 @@ class CanaryGuard:
             if self.leadership is not None:
                 await self.leadership.release()
         finally:
-            await self.ports.store.close()
+            try:
+                if self.ports.metrics_source is not None:
+                    await self.ports.metrics_source.close()
+            finally:
+                await self.ports.store.close()

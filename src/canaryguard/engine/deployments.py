@@ -26,7 +26,13 @@ from canaryguard.domain.events import (
     Event,
     SplitChanged,
 )
-from canaryguard.domain.models import Assignment, Deployment, RollbackConfig, SnapshotKind
+from canaryguard.domain.models import (
+    Assignment,
+    Deployment,
+    PrometheusSelectors,
+    RollbackConfig,
+    SnapshotKind,
+)
 from canaryguard.domain.states import Action, check_transition
 from canaryguard.engine.policies import resolve
 from canaryguard.engine.snapshots import SnapshotService
@@ -103,6 +109,7 @@ class DeploymentService:
         """A new deployment serving the policy version ``stable`` (``name@version``) to everyone."""
         rollout.check_deployment_name(name)
         checked_config = self._checked_config(RollbackConfig(), config or {})
+        await self._check_source(checked_config, None)
         async with unit_of_work(self._ports, actor) as unit:
             if await unit.tx.deployments.get(name) is not None:
                 raise AlreadyExists(f"deployment {name} already exists")
@@ -290,6 +297,13 @@ class DeploymentService:
         """Change rollback settings at run time (``{"error_rate_threshold": 0.02, ...}``)."""
         if not changes:
             raise InvalidInput("no settings to change")
+        if "prometheus" in changes:
+            # asked of Prometheus before the change's transaction, which must stay short
+            async with self._ports.store.read() as tx:
+                current = await tx.deployments.get(name)
+            if current is not None:
+                before = current.config.prometheus
+                await self._check_source(self._checked_config(current.config, changes), before)
 
         async def step(
             unit: Unit, current: Deployment
@@ -307,6 +321,21 @@ class DeploymentService:
             reason=None,
             step=step,
         )
+
+    async def _check_source(
+        self, config: RollbackConfig, before: PrometheusSelectors | None
+    ) -> None:
+        """New Prometheus selectors need a server that reads Prometheus, which accepts them."""
+        selectors = config.prometheus
+        if selectors is None or selectors == before:
+            return
+        source = self._ports.metrics_source
+        if source is None:
+            raise InvalidInput(
+                "prometheus: this server reads no Prometheus; start it with "
+                "--prometheus URL (or CANARYGUARD_PROMETHEUS_URL)"
+            )
+        await source.check(selectors)
 
     @staticmethod
     def _checked_config(base: RollbackConfig, changes: Mapping[str, Any]) -> RollbackConfig:

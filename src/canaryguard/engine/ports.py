@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from canaryguard.domain.access import ApiToken
+from canaryguard.domain.assignment import Variant
 from canaryguard.domain.audit import AuditEntry
 from canaryguard.domain.events import Event, EventRecord
 from canaryguard.domain.judge import RunCheckpoint
@@ -20,6 +21,7 @@ from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
     PolicyVersion,
+    PrometheusSelectors,
     RollbackKind,
     RollbackMetrics,
     RollbackRecord,
@@ -37,6 +39,7 @@ __all__ = [
     "EventLog",
     "KeyRing",
     "LeaseRepo",
+    "MetricsSource",
     "ObservationRepo",
     "PolicyRepo",
     "RollbackRepo",
@@ -349,3 +352,30 @@ class EventBus(Protocol):
 
     @property
     def subscriber_count(self) -> int: ...
+
+
+class MetricsSource(Protocol):
+    """Outcomes read from a metrics system (Prometheus) rather than reported by clients."""
+
+    @property
+    def url(self) -> str:
+        """Where it reads from (no credentials), for messages."""
+        ...
+
+    async def pull(
+        self, deployment: str, selectors: PrometheusSelectors, *, now: float
+    ) -> dict[tuple[Variant, int], SecondStats]:
+        """What ``deployment``'s series counted since the last pull (at its first, or after
+        its selectors changed: the last hour), per variant and second."""
+        ...
+
+    async def check(self, selectors: PrometheusSelectors) -> None:
+        """Raise ``InvalidInput`` naming the selector the metrics system refuses, or saying
+        that it does not answer."""
+        ...
+
+    def forget(self, keep: Collection[str]) -> None:
+        """Drop what is kept for deployments not in ``keep``."""
+        ...
+
+    async def close(self) -> None: ...

@@ -21,7 +21,7 @@ from canaryguard.domain.errors import Conflict, InvalidInput, NotFound
 from canaryguard.domain.events import Event, EventRecord
 from canaryguard.domain.models import AuditRecord, Deployment
 from canaryguard.domain.windows import WindowStore
-from canaryguard.engine.ports import Clock, EventBus, KeyRing, Store, Transaction
+from canaryguard.engine.ports import Clock, EventBus, KeyRing, MetricsSource, Store, Transaction
 
 __all__ = ["Ports", "Unit", "check_actor", "check_text", "load_for_write", "new_id", "unit_of_work"]
 
@@ -50,6 +50,8 @@ class Ports:
     # Checks run first in every change's transaction, given it and the actor: the controller
     # lease's fencing (``engine.leadership``), added when a server leads.
     fences: list[Fence] = field(default_factory=list, repr=False, compare=False)
+    # Where outcomes are read besides clients' reports (``serve --prometheus URL``); None: none.
+    metrics_source: MetricsSource | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -1,0 +1,249 @@
+"""Prometheus as a metrics source: raw samples through its HTTP query API.
+
+For each selector of a deployment (``PrometheusSelectors``) canaryguard asks for the range
+vector ``selector[Ns]`` at the current time (``GET /api/v1/query``). Prometheus answers with
+every raw sample of every matching series in the last N seconds, and ``domain.counters`` turns
+their increases into per-second outcomes per variant. Raw samples, not ``increase()`` or
+``rate()``: those extrapolate to the edges of their window and give fractions of requests,
+where the detector counts requests and errors.
+
+The first read of a deployment reaches back an hour, the stable history the monitor reads
+before a canary (``docs/detection.md``); later ones reach back to a minute before the previous
+read, and only samples newer than the last seen of their series count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from canaryguard.domain.assignment import Variant
+from canaryguard.domain.counters import (
+    CounterTracker,
+    Sample,
+    SeriesKey,
+    latency_histogram,
+    second_stats,
+    seconds_of,
+)
+from canaryguard.domain.errors import InvalidInput, Unavailable
+from canaryguard.domain.models import PrometheusSelectors
+from canaryguard.domain.windows import SecondStats
+
+__all__ = ["BACKFILL_SECONDS", "OVERLAP_SECONDS", "PrometheusError", "PrometheusSource"]
+
+BACKFILL_SECONDS = 3_660  # the first read: the hour before a canary the monitor may read
+OVERLAP_SECONDS = 60  # later reads reach this far before the previous one (late scrapes)
+MAX_SERIES = 10_000  # per selector: more is a selector that matches far too much
+_VARIANTS = {variant.value: variant for variant in Variant}
+_SELECTORS = ("requests", "errors", "latency")
+
+
+class PrometheusError(Unavailable):
+    """Prometheus did not answer, or answered with something that is not a range vector."""
+
+
+@dataclass
+class _Reading:
+    """What was read of one deployment's series so far."""
+
+    selectors: PrometheusSelectors
+    last_read: float | None = None
+    requests: CounterTracker = field(default_factory=CounterTracker)
+    errors: CounterTracker = field(default_factory=CounterTracker)
+    buckets: CounterTracker = field(default_factory=CounterTracker)
+    sums: CounterTracker = field(default_factory=CounterTracker)
+
+
+Series = list[tuple[dict[str, str], list[Sample]]]
+
+
+class PrometheusSource:
+    """Reads deployments' outcomes from the Prometheus at ``url`` (the ``MetricsSource``
+    port)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        parsed = httpx.URL(url)
+        if parsed.scheme not in {"http", "https"} or not parsed.host:
+            raise InvalidInput(f"the Prometheus URL must be http(s)://host[:port], got {url!r}")
+        self.url = str(parsed.copy_with(username=None, password=None)).rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=str(parsed).rstrip("/"), timeout=timeout, transport=transport
+        )
+        self._readings: dict[str, _Reading] = {}
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def forget(self, keep: Collection[str]) -> None:
+        for name in set(self._readings) - set(keep):
+            del self._readings[name]
+
+    async def check(self, selectors: PrometheusSelectors) -> None:
+        for name in _SELECTORS:
+            selector = getattr(selectors, name)
+            if selector is None:
+                continue
+            query = _bucket_of(selector) if name == "latency" else selector
+            try:
+                await self._query(f"{query}[1m]", time=None)
+            except _Refused as exc:
+                raise InvalidInput(
+                    f"prometheus.{name}: Prometheus refuses {query!r}: {exc}"
+                ) from exc
+
+    async def pull(
+        self, deployment: str, selectors: PrometheusSelectors, *, now: float
+    ) -> dict[tuple[Variant, int], SecondStats]:
+        reading = self._readings.get(deployment)
+        if reading is None or reading.selectors != selectors:
+            reading = self._readings[deployment] = _Reading(selectors)
+        backfill = reading.last_read is None
+        span = float(BACKFILL_SECONDS)
+        if reading.last_read is not None:
+            span = min(BACKFILL_SECONDS, max(now - reading.last_read, 0.0) + OVERLAP_SECONDS)
+        seconds = math.ceil(span)
+        queries = [selectors.requests, selectors.errors]
+        if selectors.latency is not None:
+            queries += [_bucket_of(selectors.latency), _suffixed(selectors.latency, "_sum")]
+        try:
+            # every query first, then the counting: a failed read leaves the trackers as they
+            # were, so the next read counts the same samples again
+            answers = await asyncio.gather(
+                *(self._query(f"{query}[{seconds}s]", time=now) for query in queries)
+            )
+        except _Refused as exc:
+            raise PrometheusError(f"Prometheus at {self.url} refuses a query: {exc}") from exc
+        label = selectors.variant_label
+        requests = seconds_of(_increments(answers[0], reading.requests, label, backfill))
+        errors = seconds_of(_increments(answers[1], reading.errors, label, backfill))
+        histograms: dict[tuple[Variant, int], dict[int, int]] = {}
+        sums: dict[tuple[Variant, int], float] = {}
+        if selectors.latency is not None:
+            scale = 1_000.0 if selectors.latency_unit == "seconds" else 1.0
+            histograms = _histograms(answers[2], reading.buckets, label, backfill, scale)
+            sums = {
+                key: amount * scale
+                for key, amount in seconds_of(
+                    _increments(answers[3], reading.sums, label, backfill)
+                ).items()
+            }
+        reading.last_read = now
+        return {
+            key: second_stats(
+                requests.get(key, 0.0),
+                errors.get(key, 0.0),
+                sums.get(key, 0.0),
+                histograms.get(key, {}),
+            )
+            for key in requests.keys() | errors.keys() | histograms.keys()
+        }
+
+    async def _query(self, query: str, *, time: float | None) -> Series:
+        params: dict[str, str] = {"query": query}
+        if time is not None:
+            params["time"] = f"{time:.3f}"
+        try:
+            response = await self._client.get("/api/v1/query", params=params)
+        except httpx.HTTPError as exc:
+            raise PrometheusError(
+                f"Prometheus at {self.url} does not answer: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            body: Any = response.json()
+        except ValueError as exc:
+            raise PrometheusError(
+                f"Prometheus at {self.url} answered HTTP {response.status_code} without JSON"
+            ) from exc
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else None
+            if response.status_code in {400, 422}:
+                raise _Refused(str(error or f"HTTP {response.status_code}"))
+            raise PrometheusError(
+                f"Prometheus at {self.url} answered HTTP {response.status_code}: {error}"
+            )
+        return _matrix(body.get("data"), self.url)
+
+
+class _Refused(Exception):
+    """Prometheus refused a query (a bad selector: HTTP 400 or 422, ``bad_data``)."""
+
+
+def _matrix(data: Any, url: str) -> Series:
+    if not isinstance(data, dict) or data.get("resultType") != "matrix":
+        raise PrometheusError(f"Prometheus at {url} did not answer with a range vector")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise PrometheusError(f"Prometheus at {url} answered without a result list")
+    if len(result) > MAX_SERIES:
+        raise PrometheusError(
+            f"a selector matches {len(result)} series at {url}, more than {MAX_SERIES}: "
+            "narrow it with label matchers"
+        )
+    series: Series = []
+    for item in result:
+        try:
+            labels = {str(k): str(v) for k, v in item["metric"].items()}
+            samples = [(float(t), float(v)) for t, v in item["values"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PrometheusError(f"Prometheus at {url} answered a malformed series") from exc
+        series.append((labels, samples))
+    return series
+
+
+def _key(labels: dict[str, str]) -> SeriesKey:
+    return tuple(sorted(labels.items()))
+
+
+def _increments(
+    series: Series, tracker: CounterTracker, label: str, backfill: bool
+) -> list[tuple[Variant, int, float]]:
+    out: list[tuple[Variant, int, float]] = []
+    for labels, samples in series:
+        variant = _VARIANTS.get(labels.get(label, ""))
+        if variant is None:
+            continue  # a series of neither variant (or of no deployment of canaryguard's)
+        for second, amount in tracker.increments(_key(labels), samples, backfill=backfill):
+            out.append((variant, second, amount))
+    return out
+
+
+def _histograms(
+    series: Series, tracker: CounterTracker, label: str, backfill: bool, scale: float
+) -> dict[tuple[Variant, int], dict[int, int]]:
+    # per variant and second: each le edge's increase, added over the variant's series
+    cumulative: dict[tuple[Variant, int], dict[float, float]] = {}
+    for labels, samples in series:
+        variant = _VARIANTS.get(labels.get(label, ""))
+        try:
+            le = float(labels.get("le", "nan"))
+        except ValueError:
+            continue
+        if variant is None or math.isnan(le):
+            continue
+        edge = le * scale if math.isfinite(le) else math.inf
+        for second, amount in tracker.increments(_key(labels), samples, backfill=backfill):
+            edges = cumulative.setdefault((variant, second), {})
+            edges[edge] = edges.get(edge, 0.0) + amount
+    return {key: latency_histogram(edges) for key, edges in cumulative.items()}
+
+
+def _suffixed(selector: str, suffix: str) -> str:
+    """``name{m}`` -> ``name<suffix>{m}`` (a histogram's series from its base name)."""
+    name, brace, rest = selector.partition("{")
+    return f"{name}{suffix}{brace}{rest}"
+
+
+def _bucket_of(selector: str) -> str:
+    return _suffixed(selector, "_bucket")

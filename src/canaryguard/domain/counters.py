@@ -1,0 +1,147 @@
+"""Counters read from a metrics system (Prometheus) turned into per-second outcomes.
+
+A counter series is a list of raw samples: (Unix time, cumulative value). What happened between
+two samples of a series is their difference, or the later value when the counter went down (its
+process restarted and counts from zero again: the rule of Prometheus' own ``increase()``). The
+difference is counted in the second of the later sample. That is when it is known, and every
+series of one target is scraped at the same instant, so a target's requests, errors and latency
+buckets land in the same second and the canary and stable shares of one scrape are compared
+with each other, as the detector's tests need (``docs/detection.md``).
+
+Pure: no I/O, no clock reads. The Prometheus adapter fetches the samples; this decides what
+they mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from canaryguard.domain.assignment import Variant
+from canaryguard.domain.histogram import GROWTH, MAX_BUCKET, bucket_upper_ms
+from canaryguard.domain.windows import SecondStats
+
+__all__ = [
+    "MAX_GAP_SECONDS",
+    "CounterTracker",
+    "Sample",
+    "SeriesKey",
+    "bucket_at_or_above",
+    "latency_histogram",
+    "second_stats",
+    "seconds_of",
+]
+
+Sample = tuple[float, float]  # (Unix time in seconds, the counter's value)
+SeriesKey = tuple[tuple[str, str], ...]  # a series' labels, sorted
+# Two samples of a series further apart than this start afresh: the counts between them cannot
+# be placed in a second (Prometheus marks a series stale after 5 minutes without a sample too).
+MAX_GAP_SECONDS = 300.0
+_LOG_GROWTH = math.log(GROWTH)
+
+
+@dataclass
+class CounterTracker:
+    """The last sample seen of each series, so that each read counts only what is new.
+
+    A series seen for the first time in the first read (``backfill``) only sets where counting
+    starts: what it counted before is not known to have happened in the window read. A series
+    that appears in a later read is new (a process that started, or a variant's first request),
+    so it counted from zero.
+    """
+
+    last: dict[SeriesKey, Sample] = field(default_factory=dict)
+
+    def increments(
+        self, key: SeriesKey, samples: Sequence[Sample], *, backfill: bool
+    ) -> list[tuple[int, float]]:
+        """(second, increase) for each of ``samples`` newer than the last one seen of ``key``;
+        samples must be in time order, as Prometheus returns them."""
+        out: list[tuple[int, float]] = []
+        previous = self.last.get(key)
+        for time, value in samples:
+            if not math.isfinite(value) or value < 0:
+                continue  # not a counter's value: skipped, the next sample counts from the last
+            if previous is None:
+                if not backfill and value > 0:
+                    out.append((math.floor(time), value))
+                previous = (time, value)
+                continue
+            if time <= previous[0]:
+                continue  # seen in an earlier read
+            if time - previous[0] <= MAX_GAP_SECONDS:
+                increase = value - previous[1] if value >= previous[1] else value
+                if increase > 0:
+                    out.append((math.floor(time), increase))
+            previous = (time, value)
+        if previous is not None:
+            self.last[key] = previous
+        return out
+
+
+def seconds_of(
+    increments: Iterable[tuple[Variant, int, float]],
+) -> dict[tuple[Variant, int], float]:
+    """Increments added up per variant and second."""
+    out: dict[tuple[Variant, int], float] = {}
+    for variant, second, amount in increments:
+        out[(variant, second)] = out.get((variant, second), 0.0) + amount
+    return out
+
+
+def bucket_at_or_above(upper_ms: float) -> int:
+    """The lowest log bucket (``domain.histogram``) whose upper edge is at or above
+    ``upper_ms``: a Prometheus bucket ``(.., le]`` is read there, so a quantile read from it is
+    its ``le`` or at most 10 % above, as a client's own histogram is read."""
+    if upper_ms <= GROWTH:
+        return 0
+    bucket = math.ceil(math.log(upper_ms) / _LOG_GROWTH - 1e-9) - 1
+    while bucket > 0 and bucket_upper_ms(bucket - 1) >= upper_ms:
+        bucket -= 1  # rounding in the logarithm
+    while bucket_upper_ms(bucket) < upper_ms and bucket < MAX_BUCKET:
+        bucket += 1
+    return min(max(bucket, 0), MAX_BUCKET)
+
+
+def latency_histogram(cumulative: Mapping[float, float]) -> dict[int, int]:
+    """A log-bucket histogram from one second's increases of a Prometheus histogram's
+    cumulative buckets (``le`` in milliseconds, ``math.inf`` for ``+Inf``).
+
+    Each Prometheus bucket's count goes to the log bucket at or above its ``le``; the ``+Inf``
+    bucket's to the log bucket above the largest finite ``le`` (slower than every edge, by how
+    much is not known). A cumulative count lower than the one before it (series scraped at
+    different instants) counts as no requests there.
+    """
+    out: dict[int, int] = {}
+    below = 0.0
+    finite = [le for le in cumulative if math.isfinite(le)]
+    top = bucket_at_or_above(max(finite)) + 1 if finite else 0
+    for le in sorted(cumulative):
+        count = cumulative[le] - below
+        below = max(below, cumulative[le])
+        whole = round(count)
+        if whole <= 0:
+            continue
+        bucket = bucket_at_or_above(le) if math.isfinite(le) else min(top, MAX_BUCKET)
+        out[bucket] = out.get(bucket, 0) + whole
+    return out
+
+
+def second_stats(
+    requests: float,
+    errors: float,
+    latency_sum_ms: float,
+    histogram: Mapping[int, int],
+) -> SecondStats:
+    """One variant's second from its counters' increases (errors are capped at requests:
+    series of one target are scraped together, but a rule that counts errors elsewhere may
+    not be)."""
+    count = round(requests)
+    return SecondStats(
+        requests=count,
+        errors=min(round(errors), count),
+        latency_sum_ms=max(latency_sum_ms, 0.0),
+        latency_max_ms=bucket_upper_ms(max(histogram)) if histogram else 0.0,
+        histogram=dict(histogram),
+    )

@@ -1,0 +1,374 @@
+"""Prometheus as a metrics source: Debian's Prometheus scraping an exporter the test drives,
+read by ``PrometheusSource``, merged by the puller, judged by the monitor."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import Counter, Histogram
+
+from canaryguard.adapters.prometheus import PrometheusError, PrometheusSource
+from canaryguard.domain.assignment import Variant
+from canaryguard.domain.counters import bucket_at_or_above
+from canaryguard.domain.errors import InvalidInput, Unavailable
+from canaryguard.domain.models import PrometheusSelectors
+from canaryguard.domain.windows import SecondStats
+from canaryguard.engine.app import CanaryGuard
+from canaryguard.wiring import Settings, open_canaryguard
+from tests.prometheus import Exporter, RunningPrometheus, exporter, running_prometheus
+from tests.servers import free_port, running_server
+
+SELECTORS = PrometheusSelectors(
+    requests='http_requests_total{service="pay"}',
+    errors='http_errors_total{service="pay"}',
+    latency='http_request_duration_seconds{service="pay"}',
+)
+NAME = "payments/security"
+
+
+class App:
+    """An application's metrics as it would export them, per variant."""
+
+    def __init__(self, metrics: Exporter) -> None:
+        registry = metrics.registry
+        self.requests = Counter(
+            "http_requests", "requests", ["service", "variant"], registry=registry
+        )
+        self.errors = Counter("http_errors", "errors", ["service", "variant"], registry=registry)
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "latency",
+            ["service", "variant"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
+        for variant in ("stable", "canary"):  # every series exists from the first scrape
+            self.requests.labels("pay", variant)
+            self.errors.labels("pay", variant)
+            self.latency.labels("pay", variant)
+
+    def serve(self, variant: str, requests: int, errors: int, latency_s: float) -> None:
+        self.requests.labels("pay", variant).inc(requests)
+        self.errors.labels("pay", variant).inc(errors)
+        histogram = self.latency.labels("pay", variant)
+        for _ in range(requests):
+            histogram.observe(latency_s)
+
+
+@pytest.fixture
+def metrics() -> Iterator[Exporter]:
+    with exporter() as running:
+        yield running
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, metrics: Exporter) -> Iterator[RunningPrometheus]:
+    with running_prometheus(tmp_path, metrics.target) as running:
+        yield running
+
+
+@pytest.fixture
+async def source(prometheus: RunningPrometheus) -> AsyncIterator[PrometheusSource]:
+    reader = PrometheusSource(prometheus.url)
+    yield reader
+    await reader.close()
+
+
+def scraped(prometheus: RunningPrometheus, selector: str, variant: str, value: float) -> None:
+    prometheus.wait_for_value(f'{selector[:-1]},variant="{variant}"}}', value)
+
+
+def totals(cells: dict[tuple[Variant, int], SecondStats]) -> dict[Variant, SecondStats]:
+    out: dict[Variant, SecondStats] = {}
+    for (variant, _), stats in cells.items():
+        out.setdefault(variant, SecondStats()).merge(stats)
+    return out
+
+
+async def test_the_first_pull_reads_what_was_served_before_it(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = App(metrics)
+    scraped(prometheus, SELECTORS.requests, "stable", 0)
+    app.serve("stable", 7, 1, 0.08)
+    scraped(prometheus, SELECTORS.requests, "stable", 7)
+    scraped(prometheus, SELECTORS.errors, "stable", 1)
+    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    assert (pulled[Variant.STABLE].requests, pulled[Variant.STABLE].errors) == (7, 1)
+
+
+async def test_a_pull_counts_what_each_variant_served_since_the_last(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = App(metrics)
+    app.serve("stable", 7, 1, 0.08)
+    scraped(prometheus, SELECTORS.requests, "stable", 7)
+    await source.pull(NAME, SELECTORS, now=time.time())
+    app.serve("stable", 300, 3, 0.08)
+    app.serve("canary", 30, 6, 0.08)
+    scraped(prometheus, SELECTORS.requests, "stable", 307)
+    scraped(prometheus, SELECTORS.errors, "canary", 6)
+    scraped(prometheus, 'http_request_duration_seconds_count{service="pay"}', "canary", 30)
+    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    assert (pulled[Variant.STABLE].requests, pulled[Variant.STABLE].errors) == (300, 3)
+    assert (pulled[Variant.CANARY].requests, pulled[Variant.CANARY].errors) == (30, 6)
+
+
+async def test_a_pull_reads_the_latency_histogram_into_log_buckets(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = App(metrics)
+    scraped(prometheus, SELECTORS.requests, "canary", 0)
+    await source.pull(NAME, SELECTORS, now=time.time())
+    app.serve("canary", 10, 0, 0.08)
+    app.serve("canary", 2, 0, 0.7)
+    scraped(prometheus, 'http_request_duration_seconds_count{service="pay"}', "canary", 12)
+    canary = totals(await source.pull(NAME, SELECTORS, now=time.time()))[Variant.CANARY]
+    assert canary.histogram == {bucket_at_or_above(100.0): 10, bucket_at_or_above(1_000.0): 2}
+    assert canary.latency_sum_ms == pytest.approx(10 * 80 + 2 * 700)
+
+
+async def test_a_restarted_exporter_counts_from_zero(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = App(metrics)
+    app.serve("canary", 50, 0, 0.01)
+    scraped(prometheus, SELECTORS.requests, "canary", 50)
+    await source.pull(NAME, SELECTORS, now=time.time())
+    metrics.registry.unregister(app.requests)  # the process restarts: its counter is new
+    restarted = Counter(
+        "http_requests", "requests", ["service", "variant"], registry=metrics.registry
+    )
+    restarted.labels("pay", "canary").inc(5)
+    scraped(prometheus, SELECTORS.requests, "canary", 5)
+    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    assert pulled[Variant.CANARY].requests == 5
+
+
+async def test_series_of_neither_variant_are_not_counted(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = App(metrics)
+    scraped(prometheus, SELECTORS.requests, "canary", 0)
+    await source.pull(NAME, SELECTORS, now=time.time())
+    app.serve("shadow", 40, 4, 0.01)
+    app.serve("canary", 1, 0, 0.01)
+    scraped(prometheus, SELECTORS.requests, "shadow", 40)
+    scraped(prometheus, SELECTORS.requests, "canary", 1)
+    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    assert set(pulled) == {Variant.CANARY}
+    assert pulled[Variant.CANARY].requests == 1
+
+
+async def test_a_selector_prometheus_refuses_is_named_by_the_check(
+    source: PrometheusSource,
+) -> None:
+    bad = SELECTORS.model_copy(update={"errors": "http_errors_total{service=~}"})
+    with pytest.raises(InvalidInput, match=r"prometheus\.errors: Prometheus refuses"):
+        await source.check(bad)
+
+
+async def test_a_prometheus_that_does_not_answer_makes_pulls_fail_saying_where() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    reader = PrometheusSource(url)
+    try:
+        with pytest.raises(PrometheusError, match=f"Prometheus at {url} does not answer"):
+            await reader.pull(NAME, SELECTORS, now=time.time())
+    finally:
+        await reader.close()
+
+
+async def test_an_answer_that_is_no_range_vector_fails_the_pull() -> None:
+    def vector(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "vector", "result": []}}
+        )
+
+    reader = PrometheusSource("http://prometheus.invalid", transport=httpx.MockTransport(vector))
+    try:
+        with pytest.raises(PrometheusError, match="did not answer with a range vector"):
+            await reader.pull(NAME, SELECTORS, now=time.time())
+    finally:
+        await reader.close()
+
+
+def test_a_prometheus_url_that_is_not_http_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="must be http"):
+        PrometheusSource("file:///etc/passwd")
+
+
+# through the service: the setting is checked when saved, on both databases
+
+
+@pytest.fixture
+async def guard(
+    db_url: str, tmp_path: Path, prometheus: RunningPrometheus
+) -> AsyncIterator[CanaryGuard]:
+    opened = await open_canaryguard(
+        Settings(data_dir=tmp_path / "data", db_url=db_url, prometheus_url=prometheus.url)
+    )
+    await opened.policies.publish("sec", {"v": 1}, actor="t")
+    await opened.deployments.create(NAME, stable="sec@1", actor="t")
+    yield opened
+    await opened.close()
+
+
+async def test_selectors_prometheus_accepts_are_saved(guard: CanaryGuard) -> None:
+    await guard.deployments.configure(
+        NAME, changes={"prometheus": SELECTORS.model_dump()}, actor="t"
+    )
+    assert (await guard.deployments.get(NAME)).config.prometheus == SELECTORS
+
+
+async def test_a_selector_prometheus_refuses_is_not_saved(guard: CanaryGuard) -> None:
+    bad = {**SELECTORS.model_dump(), "requests": "http_requests_total{service~'pay'}"}
+    with pytest.raises(InvalidInput, match=r"prometheus\.requests"):
+        await guard.deployments.configure(NAME, changes={"prometheus": bad}, actor="t")
+    deployment = await guard.deployments.get(NAME)
+    assert (deployment.revision, deployment.config.prometheus) == (1, None)
+
+
+async def test_a_selector_that_is_no_series_selector_is_refused_before_prometheus_is_asked(
+    guard: CanaryGuard,
+) -> None:
+    bad = {**SELECTORS.model_dump(), "requests": "rate(http_requests_total[5m])"}
+    with pytest.raises(InvalidInput, match=r"prometheus\.requests"):
+        await guard.deployments.configure(NAME, changes={"prometheus": bad}, actor="t")
+    assert (await guard.deployments.get(NAME)).config.prometheus is None
+
+
+async def test_the_puller_merges_pulled_outcomes_into_the_window_store(
+    guard: CanaryGuard, prometheus: RunningPrometheus, metrics: Exporter
+) -> None:
+    app = App(metrics)
+    await guard.deployments.configure(
+        NAME, changes={"prometheus": SELECTORS.model_dump()}, actor="t"
+    )
+    assert guard.puller is not None
+    scraped(prometheus, SELECTORS.requests, "stable", 0)
+    await guard.puller.pull()
+    app.serve("stable", 120, 2, 0.03)
+    scraped(prometheus, SELECTORS.requests, "stable", 120)
+    assert await guard.puller.pull() >= 1
+    now = int(time.time())
+    stable = guard.ports.windows.totals(NAME, since=now - 60, until=now + 1)[Variant.STABLE]
+    assert (stable.requests, stable.errors) == (120, 2)
+
+
+async def test_selectors_on_a_server_without_prometheus_are_refused(
+    db_url: str, tmp_path: Path
+) -> None:
+    opened = await open_canaryguard(Settings(data_dir=tmp_path / "plain", db_url=db_url))
+    try:
+        await opened.policies.publish("sec", {"v": 1}, actor="t")
+        await opened.deployments.create(NAME, stable="sec@1", actor="t")
+        with pytest.raises(InvalidInput, match="this server reads no Prometheus"):
+            await opened.deployments.configure(
+                NAME, changes={"prometheus": SELECTORS.model_dump()}, actor="t"
+            )
+        assert opened.puller is None
+    finally:
+        await opened.close()
+
+
+async def test_selectors_are_refused_while_prometheus_does_not_answer(
+    db_url: str, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    opened = await open_canaryguard(
+        Settings(data_dir=tmp_path / "down", db_url=db_url, prometheus_url=url)
+    )
+    try:
+        await opened.policies.publish("sec", {"v": 1}, actor="t")
+        await opened.deployments.create(NAME, stable="sec@1", actor="t")
+        with pytest.raises(Unavailable, match="does not answer"):
+            await opened.deployments.configure(
+                NAME, changes={"prometheus": SELECTORS.model_dump()}, actor="t"
+            )
+        assert (await opened.deployments.get(NAME)).config.prometheus is None
+    finally:
+        await opened.close()
+
+
+# end to end: a served instance reading Prometheus rolls a bad canary back by itself
+
+
+def traffic(app: App, canary_on: threading.Event, stop: threading.Event) -> None:
+    """500 requests a second on stable at 1 % errors; while ``canary_on``, 50 more on the
+    canary at 30 % errors."""
+    rng = random.Random(7)
+    while not stop.is_set():
+        stable_errors = sum(rng.random() < 0.01 for _ in range(50))
+        app.serve("stable", 50, stable_errors, 0.02)
+        if canary_on.is_set():
+            app.serve("canary", 5, sum(rng.random() < 0.3 for _ in range(5)), 0.02)
+        time.sleep(0.1)
+
+
+def test_a_served_instance_reading_prometheus_rolls_a_bad_canary_back_by_itself(
+    serve_db: str | None, tmp_path: Path, prometheus: RunningPrometheus, metrics: Exporter
+) -> None:
+    app = App(metrics)
+    canary_on, stop = threading.Event(), threading.Event()
+    worker = threading.Thread(target=traffic, args=(app, canary_on, stop), daemon=True)
+    worker.start()
+    try:
+        with (
+            running_server(
+                tmp_path / "data", serve_db, heartbeat_seconds=0.5, prometheus_url=prometheus.url
+            ) as server,
+            server.client() as admin,
+        ):
+            admin.post("/api/v1/policies/sec/versions", json={"document": {"v": 1}})
+            admin.post("/api/v1/policies/sec/versions", json={"document": {"v": 2}})
+            admin.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"})
+            changed = admin.patch(
+                f"/api/v1/deployments/{NAME}/config",
+                json={
+                    "changes": {"prometheus": SELECTORS.model_dump(), "error_rate_threshold": 0.9}
+                },
+            )
+            assert changed.status_code == 200, changed.text
+            time.sleep(3)  # some stable history first
+            admin.post(
+                f"/api/v1/deployments/{NAME}/canary", json={"policy": "sec@2", "percent": 10}
+            )
+            canary_on.set()
+            deadline = time.monotonic() + 90
+            while admin.get(f"/api/v1/deployments/{NAME}").json()["state"] != "rolled_back":
+                assert time.monotonic() < deadline, "the canary was never rolled back"
+                time.sleep(0.5)
+            events = admin.get("/api/v1/events/log", params={"deployment": NAME}).json()
+    finally:
+        stop.set()
+        worker.join(10)
+    triggered = [e for e in events if e["type"] == "io.canaryguard.rollback.auto_triggered"]
+    assert len(triggered) == 1
+    assert "canary errors" in triggered[0]["data"]["reason"]
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown() -> None:
+    sent: list[str | None] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(503, text="overloaded")
+
+    reader = PrometheusSource(
+        "http://reader:s3cret@prometheus.invalid:9090", transport=httpx.MockTransport(refuse)
+    )
+    try:
+        with pytest.raises(PrometheusError) as failure:
+            await reader.pull(NAME, SELECTORS, now=time.time())
+    finally:
+        await reader.close()
+    assert sent
+    assert all(header == "Basic cmVhZGVyOnMzY3JldA==" for header in sent)
+    assert "s3cret" not in str(failure.value)
+    assert "http://prometheus.invalid:9090" in str(failure.value)
