@@ -16,46 +16,62 @@ from canaryguard.domain.counters import (
     second_stats,
 )
 from canaryguard.domain.histogram import bucket_upper_ms, quantile
+from canaryguard.domain.models import VariantMetrics
 
 KEY = (("__name__", "requests_total"), ("variant", "canary"))
 
 
-def test_the_first_read_only_sets_where_counting_starts() -> None:
+def test_a_series_first_sample_only_sets_where_counting_starts() -> None:
     tracker = CounterTracker()
-    assert tracker.increments(KEY, [(100.2, 50.0), (101.2, 57.0)], backfill=True) == [(101, 7.0)]
+    increments = tracker.increments(KEY, [(100.2, 50.0), (101.2, 57.0)], until=200.0)
+    assert increments == [(101, 7.0, 100.2)]
 
 
-def test_a_series_first_seen_after_the_first_read_counts_from_zero() -> None:
+def test_samples_up_to_after_only_set_where_counting_starts() -> None:
+    tracker = CounterTracker(after=101.5)
+    samples = [(100.0, 1.0), (101.0, 4.0), (102.0, 9.0)]
+    assert tracker.increments(KEY, samples, until=200.0) == [(102, 5.0, 101.0)]
+
+
+def test_samples_after_until_are_left_for_the_next_read() -> None:
     tracker = CounterTracker()
-    assert tracker.increments(KEY, [(100.2, 4.0), (101.2, 9.0)], backfill=False) == [
-        (100, 4.0),
-        (101, 5.0),
-    ]
+    samples = [(100.0, 1.0), (101.0, 4.0), (102.0, 9.0)]
+    assert tracker.increments(KEY, samples, until=101.5) == [(101, 3.0, 100.0)]
+    assert tracker.increments(KEY, samples, until=200.0) == [(102, 5.0, 101.0)]
 
 
 def test_samples_seen_in_an_earlier_read_are_not_counted_again() -> None:
     tracker = CounterTracker()
-    tracker.increments(KEY, [(100.0, 10.0), (101.0, 12.0)], backfill=True)
-    later = tracker.increments(KEY, [(100.0, 10.0), (101.0, 12.0), (102.5, 20.0)], backfill=False)
-    assert later == [(102, 8.0)]
+    tracker.increments(KEY, [(100.0, 10.0), (101.0, 12.0)], until=200.0)
+    later = tracker.increments(KEY, [(100.0, 10.0), (101.0, 12.0), (102.5, 20.0)], until=200.0)
+    assert later == [(102, 8.0, 101.0)]
 
 
 def test_a_counter_that_goes_down_restarted_and_counts_its_new_value() -> None:
     tracker = CounterTracker()
-    increments = tracker.increments(KEY, [(100.0, 90.0), (101.0, 3.0)], backfill=True)
-    assert increments == [(101, 3.0)]
+    increments = tracker.increments(KEY, [(100.0, 90.0), (101.0, 3.0)], until=200.0)
+    assert increments == [(101, 3.0, 100.0)]
 
 
 def test_samples_further_apart_than_the_gap_start_afresh() -> None:
     tracker = CounterTracker()
     samples = [(100.0, 10.0), (100.0 + MAX_GAP_SECONDS + 1, 500.0), (402.0, 501.0)]
-    assert tracker.increments(KEY, samples, backfill=True) == [(402, 1.0)]
+    assert tracker.increments(KEY, samples, until=500.0) == [(402, 1.0, 401.0)]
 
 
 def test_values_that_are_no_counts_are_skipped() -> None:
     tracker = CounterTracker()
     samples = [(100.0, 10.0), (101.0, math.nan), (102.0, -1.0), (103.0, 12.0)]
-    assert tracker.increments(KEY, samples, backfill=True) == [(103, 2.0)]
+    assert tracker.increments(KEY, samples, until=200.0) == [(103, 2.0, 100.0)]
+
+
+def test_series_without_a_recent_sample_are_forgotten() -> None:
+    tracker = CounterTracker()
+    tracker.increments(KEY, [(100.0, 1.0)], until=200.0)
+    other = (("variant", "stable"),)
+    tracker.increments(other, [(150.0, 1.0)], until=200.0)
+    tracker.prune(before=120.0)
+    assert set(tracker.last) == {other}
 
 
 @given(
@@ -82,9 +98,9 @@ def test_every_increase_after_the_first_sample_is_counted_once_however_it_is_rea
     counted = 0.0
     cuts = sorted({1, *(min(r, len(samples)) for r in reads), len(samples)})
     start = 0
-    for index, end in enumerate(cuts):
+    for end in cuts:
         window = samples[max(0, start - 3) : end]
-        counted += sum(amount for _, amount in tracker.increments(KEY, window, backfill=index == 0))
+        counted += sum(amount for _, amount, _ in tracker.increments(KEY, window, until=1e9))
         start = end
     assert counted == expected
 
@@ -114,9 +130,13 @@ def test_a_cumulative_count_below_the_one_before_counts_as_nothing() -> None:
     }
 
 
-def test_errors_are_capped_at_requests_in_a_second() -> None:
+def test_errors_ahead_of_their_requests_are_kept() -> None:
     stats = second_stats(5.0, 7.0, 40.0, {})
-    assert (stats.requests, stats.errors) == (5, 5)
+    assert (stats.requests, stats.errors) == (5, 7)
+
+
+def test_an_error_rate_read_from_errors_ahead_of_requests_is_at_most_one() -> None:
+    assert VariantMetrics(requests=5, errors=7).error_rate == 1.0
 
 
 def test_a_seconds_slowest_request_is_read_as_its_highest_bucket() -> None:

@@ -3,6 +3,8 @@ read by ``PrometheusSource``, merged by the puller, judged by the monitor."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import threading
 import time
@@ -20,6 +22,7 @@ from canaryguard.domain.errors import InvalidInput, Unavailable
 from canaryguard.domain.models import PrometheusSelectors
 from canaryguard.domain.windows import SecondStats
 from canaryguard.engine.app import CanaryGuard
+from canaryguard.engine.pulling import LAG_SECONDS
 from canaryguard.wiring import Settings, open_canaryguard
 from tests.prometheus import Exporter, RunningPrometheus, exporter, running_prometheus
 from tests.servers import free_port, running_server
@@ -80,8 +83,29 @@ async def source(prometheus: RunningPrometheus) -> AsyncIterator[PrometheusSourc
     await reader.close()
 
 
+async def pull(
+    source: PrometheusSource,
+    selectors: PrometheusSelectors = SELECTORS,
+    *,
+    canary_since: float | None = None,
+) -> dict[tuple[Variant, int], SecondStats]:
+    """A pull now, counting every sample Prometheus has."""
+    now = time.time()
+    return await source.pull(NAME, selectors, now=now, until=now, canary_since=canary_since)
+
+
 def scraped(prometheus: RunningPrometheus, selector: str, variant: str, value: float) -> None:
     prometheus.wait_for_value(f'{selector[:-1]},variant="{variant}"}}', value)
+
+
+async def started(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> App:
+    """An application whose series Prometheus has scraped, and a first pull of them done."""
+    app = App(metrics)
+    scraped(prometheus, SELECTORS.requests, "canary", 0)
+    await pull(source)
+    return app
 
 
 def totals(cells: dict[tuple[Variant, int], SecondStats]) -> dict[Variant, SecondStats]:
@@ -99,7 +123,7 @@ async def test_the_first_pull_reads_what_was_served_before_it(
     app.serve("stable", 7, 1, 0.08)
     scraped(prometheus, SELECTORS.requests, "stable", 7)
     scraped(prometheus, SELECTORS.errors, "stable", 1)
-    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    pulled = totals(await pull(source))
     assert (pulled[Variant.STABLE].requests, pulled[Variant.STABLE].errors) == (7, 1)
 
 
@@ -109,13 +133,13 @@ async def test_a_pull_counts_what_each_variant_served_since_the_last(
     app = App(metrics)
     app.serve("stable", 7, 1, 0.08)
     scraped(prometheus, SELECTORS.requests, "stable", 7)
-    await source.pull(NAME, SELECTORS, now=time.time())
+    await pull(source)
     app.serve("stable", 300, 3, 0.08)
     app.serve("canary", 30, 6, 0.08)
     scraped(prometheus, SELECTORS.requests, "stable", 307)
     scraped(prometheus, SELECTORS.errors, "canary", 6)
     scraped(prometheus, 'http_request_duration_seconds_count{service="pay"}', "canary", 30)
-    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    pulled = totals(await pull(source))
     assert (pulled[Variant.STABLE].requests, pulled[Variant.STABLE].errors) == (300, 3)
     assert (pulled[Variant.CANARY].requests, pulled[Variant.CANARY].errors) == (30, 6)
 
@@ -123,13 +147,11 @@ async def test_a_pull_counts_what_each_variant_served_since_the_last(
 async def test_a_pull_reads_the_latency_histogram_into_log_buckets(
     prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
 ) -> None:
-    app = App(metrics)
-    scraped(prometheus, SELECTORS.requests, "canary", 0)
-    await source.pull(NAME, SELECTORS, now=time.time())
+    app = await started(prometheus, metrics, source)
     app.serve("canary", 10, 0, 0.08)
     app.serve("canary", 2, 0, 0.7)
     scraped(prometheus, 'http_request_duration_seconds_count{service="pay"}', "canary", 12)
-    canary = totals(await source.pull(NAME, SELECTORS, now=time.time()))[Variant.CANARY]
+    canary = totals(await pull(source))[Variant.CANARY]
     assert canary.histogram == {bucket_at_or_above(100.0): 10, bucket_at_or_above(1_000.0): 2}
     assert canary.latency_sum_ms == pytest.approx(10 * 80 + 2 * 700)
 
@@ -140,30 +162,75 @@ async def test_a_restarted_exporter_counts_from_zero(
     app = App(metrics)
     app.serve("canary", 50, 0, 0.01)
     scraped(prometheus, SELECTORS.requests, "canary", 50)
-    await source.pull(NAME, SELECTORS, now=time.time())
+    await pull(source)
     metrics.registry.unregister(app.requests)  # the process restarts: its counter is new
     restarted = Counter(
         "http_requests", "requests", ["service", "variant"], registry=metrics.registry
     )
     restarted.labels("pay", "canary").inc(5)
     scraped(prometheus, SELECTORS.requests, "canary", 5)
-    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    pulled = totals(await pull(source))
     assert pulled[Variant.CANARY].requests == 5
 
 
 async def test_series_of_neither_variant_are_not_counted(
     prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
 ) -> None:
-    app = App(metrics)
-    scraped(prometheus, SELECTORS.requests, "canary", 0)
-    await source.pull(NAME, SELECTORS, now=time.time())
+    app = await started(prometheus, metrics, source)
     app.serve("shadow", 40, 4, 0.01)
     app.serve("canary", 1, 0, 0.01)
     scraped(prometheus, SELECTORS.requests, "shadow", 40)
     scraped(prometheus, SELECTORS.requests, "canary", 1)
-    pulled = totals(await source.pull(NAME, SELECTORS, now=time.time()))
+    pulled = totals(await pull(source))
     assert set(pulled) == {Variant.CANARY}
     assert pulled[Variant.CANARY].requests == 1
+
+
+async def test_changing_one_selector_does_not_count_the_others_again(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = await started(prometheus, metrics, source)
+    app.serve("canary", 20, 2, 0.01)
+    scraped(prometheus, SELECTORS.requests, "canary", 20)
+    scraped(prometheus, SELECTORS.errors, "canary", 2)
+    await pull(source)
+    changed = SELECTORS.model_copy(
+        update={"errors": 'http_errors_total{service="pay",variant=~"stable|canary"}'}
+    )
+    assert totals(await pull(source, changed)) == {}
+    app.serve("canary", 5, 1, 0.01)
+    scraped(prometheus, SELECTORS.requests, "canary", 25)
+    scraped(prometheus, SELECTORS.errors, "canary", 3)
+    canary = totals(await pull(source, changed))[Variant.CANARY]
+    assert (canary.requests, canary.errors) == (5, 1)
+
+
+async def test_the_canarys_counts_from_before_its_run_are_left_out(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = await started(prometheus, metrics, source)
+    app.serve("canary", 30, 9, 0.01)  # the last requests of a canary rolled back
+    app.serve("stable", 30, 0, 0.01)
+    scraped(prometheus, SELECTORS.requests, "canary", 30)
+    scraped(prometheus, SELECTORS.requests, "stable", 30)
+    pulled = totals(await pull(source, canary_since=time.time()))  # a new run began just now
+    assert set(pulled) == {Variant.STABLE}
+
+
+async def test_selected_series_without_the_variant_label_are_refused_by_the_check(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    App(metrics)
+    scraped(prometheus, SELECTORS.requests, "canary", 0)
+    unlabelled = SELECTORS.model_copy(update={"variant_label": "version"})
+    with pytest.raises(InvalidInput, match=r"prometheus\.requests: none of the 2 series"):
+        await source.check(unlabelled)
+
+
+async def test_a_check_accepts_selectors_that_match_no_series_yet(
+    source: PrometheusSource,
+) -> None:
+    await source.check(SELECTORS)
 
 
 async def test_a_selector_prometheus_refuses_is_named_by_the_check(
@@ -179,7 +246,7 @@ async def test_a_prometheus_that_does_not_answer_makes_pulls_fail_saying_where()
     reader = PrometheusSource(url)
     try:
         with pytest.raises(PrometheusError, match=f"Prometheus at {url} does not answer"):
-            await reader.pull(NAME, SELECTORS, now=time.time())
+            await pull(reader)
     finally:
         await reader.close()
 
@@ -193,9 +260,34 @@ async def test_an_answer_that_is_no_range_vector_fails_the_pull() -> None:
     reader = PrometheusSource("http://prometheus.invalid", transport=httpx.MockTransport(vector))
     try:
         with pytest.raises(PrometheusError, match="did not answer with a range vector"):
-            await reader.pull(NAME, SELECTORS, now=time.time())
+            await pull(reader)
     finally:
         await reader.close()
+
+
+def test_a_prometheus_url_with_a_port_out_of_range_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="port must be 1 to 65535"):
+        PrometheusSource("http://127.0.0.1:99999")
+
+
+async def test_credentials_in_the_url_never_reach_the_request_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def empty(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "matrix", "result": []}}
+        )
+
+    reader = PrometheusSource(
+        "http://reader:s3cret@prometheus.invalid:9090", transport=httpx.MockTransport(empty)
+    )
+    try:
+        with caplog.at_level(logging.DEBUG):
+            await pull(reader)
+    finally:
+        await reader.close()
+    assert "prometheus.invalid" in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 def test_a_prometheus_url_that_is_not_http_is_refused() -> None:
@@ -255,6 +347,7 @@ async def test_the_puller_merges_pulled_outcomes_into_the_window_store(
     await guard.puller.pull()
     app.serve("stable", 120, 2, 0.03)
     scraped(prometheus, SELECTORS.requests, "stable", 120)
+    await asyncio.sleep(LAG_SECONDS)  # the puller leaves the newest second for its next read
     assert await guard.puller.pull() >= 1
     now = int(time.time())
     stable = guard.ports.windows.totals(NAME, since=now - 60, until=now + 1)[Variant.STABLE]
@@ -365,7 +458,7 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown() -
     )
     try:
         with pytest.raises(PrometheusError) as failure:
-            await reader.pull(NAME, SELECTORS, now=time.time())
+            await pull(reader)
     finally:
         await reader.close()
     assert sent

@@ -119,10 +119,25 @@ async def open_canaryguard(
     app.notices.extend(notices)
     try:
         await app.observations.load()
+        if source is None:
+            app.notices.extend(await _unread_deployments(app))
     except BaseException:
         await _close_opened(store, source)
         raise
     return app
+
+
+async def _unread_deployments(app: CanaryGuard) -> list[str]:
+    """A notice per deployment that names Prometheus series a server without ``--prometheus``
+    will not read: its canaries are judged on clients' reports only."""
+    async with app.ports.store.read() as tx:
+        names = [d.name for d in await tx.deployments.all() if d.config.prometheus is not None]
+    return [
+        f"deployment {name} names Prometheus series, but this server reads no Prometheus "
+        f"(--prometheus URL or {PROMETHEUS_ENV}): its canaries are judged on what clients "
+        "report only"
+        for name in names
+    ]
 
 
 async def _close_opened(store: SqlStore, source: PrometheusSource | None) -> None:

@@ -9,7 +9,10 @@ where the detector counts requests and errors.
 
 The first read of a deployment reaches back an hour, the stable history the monitor reads
 before a canary (``docs/detection.md``); later ones reach back to a minute before the previous
-read, and only samples newer than the last seen of their series count.
+read, and only samples newer than the last seen of their series count. Samples after the
+``until`` the caller gives are left for the next read, so that the scrape they belong to is in
+Prometheus whole by then (the caller keeps the monitor from judging seconds not read yet:
+``engine.pulling``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import httpx
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.counters import (
     CounterTracker,
+    Increment,
     Sample,
     SeriesKey,
     latency_histogram,
@@ -48,16 +52,24 @@ class PrometheusError(Unavailable):
     """Prometheus did not answer, or answered with something that is not a range vector."""
 
 
+class _TooMany(PrometheusError):
+    """A selector matches more than ``MAX_SERIES`` series."""
+
+
 @dataclass
 class _Reading:
-    """What was read of one deployment's series so far."""
+    """What was read of one deployment's series so far: a tracker per query, so that a
+    change of some selectors leaves the others' counting as it was."""
 
-    selectors: PrometheusSelectors
     last_read: float | None = None
-    requests: CounterTracker = field(default_factory=CounterTracker)
-    errors: CounterTracker = field(default_factory=CounterTracker)
-    buckets: CounterTracker = field(default_factory=CounterTracker)
-    sums: CounterTracker = field(default_factory=CounterTracker)
+    trackers: dict[str, CounterTracker] = field(default_factory=dict)
+
+    def tracker(self, query: str) -> CounterTracker:
+        tracker = self.trackers.get(query)
+        if tracker is None:
+            # a query new to a deployment read before counts only what came after that read
+            tracker = self.trackers[query] = CounterTracker(after=self.last_read)
+        return tracker
 
 
 Series = list[tuple[dict[str, str], list[Sample]]]
@@ -74,14 +86,27 @@ class PrometheusSource:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        parsed = httpx.URL(url)
+        try:
+            parsed = httpx.URL(url)
+            port = parsed.port
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise InvalidInput(f"the Prometheus URL is not a URL: {exc}") from exc
+        # the credentials go in a header; the URL kept, shown and logged (httpx logs each
+        # request's URL) has none
+        bare = parsed.copy_with(username=None, password=None)
+        self.url = str(bare).rstrip("/")
         if parsed.scheme not in {"http", "https"} or not parsed.host:
-            raise InvalidInput(f"the Prometheus URL must be http(s)://host[:port], got {url!r}")
-        self.url = str(parsed.copy_with(username=None, password=None)).rstrip("/")
+            raise InvalidInput(f"the Prometheus URL must be http(s)://host[:port], got {self.url}")
+        if port is not None and not 0 < port < 65_536:
+            raise InvalidInput(f"the Prometheus URL's port must be 1 to 65535, got {port}")
+        auth = httpx.BasicAuth(parsed.username, parsed.password) if parsed.username else None
         self._client = httpx.AsyncClient(
-            base_url=str(parsed).rstrip("/"), timeout=timeout, transport=transport
+            base_url=self.url, timeout=timeout, transport=transport, auth=auth
         )
         self._readings: dict[str, _Reading] = {}
+        # when each deployment was last read, kept when its reading is dropped: selectors
+        # given again later count only what came after (the window store still holds the rest)
+        self._last_reads: dict[str, float] = {}
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -97,19 +122,35 @@ class PrometheusSource:
                 continue
             query = _bucket_of(selector) if name == "latency" else selector
             try:
-                await self._query(f"{query}[1m]", time=None)
+                series = await self._query(f"{query}[1m]", time=None)
             except _Refused as exc:
                 raise InvalidInput(
                     f"prometheus.{name}: Prometheus refuses {query!r}: {exc}"
                 ) from exc
+            except _TooMany as exc:
+                raise InvalidInput(f"prometheus.{name}: {exc}") from exc
+            label = selectors.variant_label
+            # no series yet is fine (the application may not run yet); series that none of
+            # would ever be counted are a mistake in the selector or the label
+            if series and not any(labels.get(label) in _VARIANTS for labels, _ in series):
+                raise InvalidInput(
+                    f"prometheus.{name}: none of the {len(series)} series {query!r} selects "
+                    f'has the label {label}="stable" or {label}="canary"; label the '
+                    "variant, or name the label that holds it in variant_label"
+                )
 
     async def pull(
-        self, deployment: str, selectors: PrometheusSelectors, *, now: float
+        self,
+        deployment: str,
+        selectors: PrometheusSelectors,
+        *,
+        now: float,
+        until: float,
+        canary_since: float | None = None,
     ) -> dict[tuple[Variant, int], SecondStats]:
         reading = self._readings.get(deployment)
-        if reading is None or reading.selectors != selectors:
-            reading = self._readings[deployment] = _Reading(selectors)
-        backfill = reading.last_read is None
+        if reading is None:
+            reading = self._readings[deployment] = _Reading(self._last_reads.get(deployment))
         span = float(BACKFILL_SECONDS)
         if reading.last_read is not None:
             span = min(BACKFILL_SECONDS, max(now - reading.last_read, 0.0) + OVERLAP_SECONDS)
@@ -125,21 +166,25 @@ class PrometheusSource:
             )
         except _Refused as exc:
             raise PrometheusError(f"Prometheus at {self.url} refuses a query: {exc}") from exc
-        label = selectors.variant_label
-        requests = seconds_of(_increments(answers[0], reading.requests, label, backfill))
-        errors = seconds_of(_increments(answers[1], reading.errors, label, backfill))
+        for query in set(reading.trackers) - set(queries):
+            del reading.trackers[query]  # a selector no longer used
+        read = _Read(selectors.variant_label, until, canary_since)
+        requests = seconds_of(read.increments(answers[0], reading.tracker(queries[0])))
+        errors = seconds_of(read.increments(answers[1], reading.tracker(queries[1])))
         histograms: dict[tuple[Variant, int], dict[int, int]] = {}
         sums: dict[tuple[Variant, int], float] = {}
         if selectors.latency is not None:
             scale = 1_000.0 if selectors.latency_unit == "seconds" else 1.0
-            histograms = _histograms(answers[2], reading.buckets, label, backfill, scale)
+            histograms = read.histograms(answers[2], reading.tracker(queries[2]), scale)
             sums = {
                 key: amount * scale
                 for key, amount in seconds_of(
-                    _increments(answers[3], reading.sums, label, backfill)
+                    read.increments(answers[3], reading.tracker(queries[3]))
                 ).items()
             }
-        reading.last_read = now
+        for tracker in reading.trackers.values():
+            tracker.prune(before=now - BACKFILL_SECONDS)
+        reading.last_read = self._last_reads[deployment] = now
         return {
             key: second_stats(
                 requests.get(key, 0.0),
@@ -147,7 +192,7 @@ class PrometheusSource:
                 sums.get(key, 0.0),
                 histograms.get(key, {}),
             )
-            for key in requests.keys() | errors.keys() | histograms.keys()
+            for key in requests.keys() | errors.keys() | histograms.keys() | sums.keys()
         }
 
     async def _query(self, query: str, *, time: float | None) -> Series:
@@ -187,12 +232,14 @@ def _matrix(data: Any, url: str) -> Series:
     if not isinstance(result, list):
         raise PrometheusError(f"Prometheus at {url} answered without a result list")
     if len(result) > MAX_SERIES:
-        raise PrometheusError(
+        raise _TooMany(
             f"a selector matches {len(result)} series at {url}, more than {MAX_SERIES}: "
             "narrow it with label matchers"
         )
     series: Series = []
     for item in result:
+        if isinstance(item, dict) and "values" not in item and "histograms" in item:
+            continue  # a native histogram: canaryguard reads classic ones (_bucket series)
         try:
             labels = {str(k): str(v) for k, v in item["metric"].items()}
             samples = [(float(t), float(v)) for t, v in item["values"]]
@@ -206,37 +253,56 @@ def _key(labels: dict[str, str]) -> SeriesKey:
     return tuple(sorted(labels.items()))
 
 
-def _increments(
-    series: Series, tracker: CounterTracker, label: str, backfill: bool
-) -> list[tuple[Variant, int, float]]:
-    out: list[tuple[Variant, int, float]] = []
-    for labels, samples in series:
-        variant = _VARIANTS.get(labels.get(label, ""))
-        if variant is None:
-            continue  # a series of neither variant (or of no deployment of canaryguard's)
-        for second, amount in tracker.increments(_key(labels), samples, backfill=backfill):
-            out.append((variant, second, amount))
-    return out
+@dataclass(frozen=True)
+class _Read:
+    """How one read counts its answers: which label names the variant, the last sample time
+    it counts, and since when the canary's counts belong to the current canary run."""
 
+    label: str
+    until: float
+    canary_since: float | None
 
-def _histograms(
-    series: Series, tracker: CounterTracker, label: str, backfill: bool, scale: float
-) -> dict[tuple[Variant, int], dict[int, int]]:
-    # per variant and second: each le edge's increase, added over the variant's series
-    cumulative: dict[tuple[Variant, int], dict[float, float]] = {}
-    for labels, samples in series:
-        variant = _VARIANTS.get(labels.get(label, ""))
-        try:
-            le = float(labels.get("le", "nan"))
-        except ValueError:
-            continue
-        if variant is None or math.isnan(le):
-            continue
-        edge = le * scale if math.isfinite(le) else math.inf
-        for second, amount in tracker.increments(_key(labels), samples, backfill=backfill):
-            edges = cumulative.setdefault((variant, second), {})
-            edges[edge] = edges.get(edge, 0.0) + amount
-    return {key: latency_histogram(edges) for key, edges in cumulative.items()}
+    def _kept(self, variant: Variant, increment: Increment) -> bool:
+        # a canary's increase over an interval that began before its run began may hold the
+        # previous canary's requests (a rollback, then a new canary within a scrape): left
+        # out, as reported outcomes of revisions before the run are
+        since = self.canary_since
+        return variant is not Variant.CANARY or since is None or increment[2] >= since
+
+    def increments(
+        self, series: Series, tracker: CounterTracker
+    ) -> list[tuple[Variant, int, float]]:
+        out: list[tuple[Variant, int, float]] = []
+        for labels, samples in series:
+            variant = _VARIANTS.get(labels.get(self.label, ""))
+            if variant is None:
+                continue  # a series of neither variant is never counted
+            out.extend(
+                (variant, increment[0], increment[1])
+                for increment in tracker.increments(_key(labels), samples, until=self.until)
+                if self._kept(variant, increment)
+            )
+        return out
+
+    def histograms(
+        self, series: Series, tracker: CounterTracker, scale: float
+    ) -> dict[tuple[Variant, int], dict[int, int]]:
+        # per variant and second: each le edge's increase, added over the variant's series
+        cumulative: dict[tuple[Variant, int], dict[float, float]] = {}
+        for labels, samples in series:
+            variant = _VARIANTS.get(labels.get(self.label, ""))
+            try:
+                le = float(labels.get("le", "nan"))
+            except ValueError:
+                continue
+            if variant is None or math.isnan(le):
+                continue
+            edge = le * scale if math.isfinite(le) else math.inf
+            for increment in tracker.increments(_key(labels), samples, until=self.until):
+                if self._kept(variant, increment):
+                    edges = cumulative.setdefault((variant, increment[0]), {})
+                    edges[edge] = edges.get(edge, 0.0) + increment[1]
+        return {key: latency_histogram(edges) for key, edges in cumulative.items()}
 
 
 def _suffixed(selector: str, suffix: str) -> str:

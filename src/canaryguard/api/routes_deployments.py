@@ -291,8 +291,9 @@ async def observations(
 ) -> list[SecondOut]:
     """Settled per-second outcomes of each variant from ``since`` (at most one hour of them, from
     the server's memory): what ``canaryguard record`` writes out."""
-    await guard.deployments.get(name)  # 404 for an unknown name
-    last = int(guard.ports.clock.now().timestamp()) - guard.monitor.settle_seconds
+    deployment = await guard.deployments.get(name)  # 404 for an unknown name
+    # as far as the monitor would judge: settled, and read from Prometheus when it is
+    last = guard.monitor.last_second(deployment, guard.ports.clock.now())
     return [
         SecondOut(
             second=second,

@@ -25,6 +25,7 @@ from canaryguard.domain.windows import SecondStats
 __all__ = [
     "MAX_GAP_SECONDS",
     "CounterTracker",
+    "Increment",
     "Sample",
     "SeriesKey",
     "bucket_at_or_above",
@@ -41,43 +42,57 @@ MAX_GAP_SECONDS = 300.0
 _LOG_GROWTH = math.log(GROWTH)
 
 
+Increment = tuple[int, float, float]  # (second, increase, time of the sample before it)
+
+
 @dataclass
 class CounterTracker:
     """The last sample seen of each series, so that each read counts only what is new.
 
-    A series seen for the first time in the first read (``backfill``) only sets where counting
-    starts: what it counted before is not known to have happened in the window read. A series
-    that appears in a later read is new (a process that started, or a variant's first request),
-    so it counted from zero.
+    A series' first sample only sets where counting starts, as in Prometheus' ``increase()``:
+    what it counted before is not known to have happened in the window read (a process that
+    has run for days, a target just added to scraping). So is every sample up to ``after``: a
+    tracker made when a deployment's selectors changed counts nothing that earlier reads of it
+    counted already.
     """
 
+    after: float | None = None
     last: dict[SeriesKey, Sample] = field(default_factory=dict)
 
     def increments(
-        self, key: SeriesKey, samples: Sequence[Sample], *, backfill: bool
-    ) -> list[tuple[int, float]]:
-        """(second, increase) for each of ``samples`` newer than the last one seen of ``key``;
-        samples must be in time order, as Prometheus returns them."""
-        out: list[tuple[int, float]] = []
+        self, key: SeriesKey, samples: Sequence[Sample], *, until: float
+    ) -> list[Increment]:
+        """``(second, increase, since)`` for each of ``samples`` newer than the last one seen
+        of ``key`` and not after ``until`` (later ones are left for the next read, when every
+        series of their scrape is in); samples must be in time order, as Prometheus returns
+        them."""
+        out: list[Increment] = []
         previous = self.last.get(key)
         for time, value in samples:
+            if time > until:
+                break
             if not math.isfinite(value) or value < 0:
                 continue  # not a counter's value: skipped, the next sample counts from the last
-            if previous is None:
-                if not backfill and value > 0:
-                    out.append((math.floor(time), value))
-                previous = (time, value)
-                continue
-            if time <= previous[0]:
+            if previous is not None and time <= previous[0]:
                 continue  # seen in an earlier read
-            if time - previous[0] <= MAX_GAP_SECONDS:
+            if (
+                previous is not None
+                and (self.after is None or time > self.after)
+                and time - previous[0] <= MAX_GAP_SECONDS
+            ):
                 increase = value - previous[1] if value >= previous[1] else value
                 if increase > 0:
-                    out.append((math.floor(time), increase))
+                    out.append((math.floor(time), increase, previous[0]))
             previous = (time, value)
         if previous is not None:
             self.last[key] = previous
         return out
+
+    def prune(self, *, before: float) -> None:
+        """Forget series whose last sample is older than ``before`` (gone: a process that
+        stopped, a label value no longer used)."""
+        for key in [k for k, (time, _) in self.last.items() if time < before]:
+            del self.last[key]
 
 
 def seconds_of(
@@ -134,13 +149,12 @@ def second_stats(
     latency_sum_ms: float,
     histogram: Mapping[int, int],
 ) -> SecondStats:
-    """One variant's second from its counters' increases (errors are capped at requests:
-    series of one target are scraped together, but a rule that counts errors elsewhere may
-    not be)."""
-    count = round(requests)
+    """One variant's second from its counters' increases. Errors are not capped at requests:
+    counted by another target or scrape than the requests, they may arrive a read earlier or
+    later, and a cap would lose them for good (rates read from them are capped at 1)."""
     return SecondStats(
-        requests=count,
-        errors=min(round(errors), count),
+        requests=round(requests),
+        errors=round(errors),
         latency_sum_ms=max(latency_sum_ms, 0.0),
         latency_max_ms=bucket_upper_ms(max(histogram)) if histogram else 0.0,
         histogram=dict(histogram),

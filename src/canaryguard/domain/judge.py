@@ -23,7 +23,14 @@ from canaryguard.domain.detector import (
     Verdict,
     VerdictKind,
 )
-from canaryguard.domain.models import MetricsSnapshot, RollbackConfig, VariantMetrics
+from canaryguard.domain.models import (
+    Deployment,
+    MetricsSnapshot,
+    RollbackConfig,
+    SnapshotInfo,
+    SnapshotKind,
+    VariantMetrics,
+)
 from canaryguard.domain.windows import RollingWindow, SecondStats, WindowTotals
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "RunCheckpoint",
     "conditions_of",
     "history_span",
+    "run_start",
     "snapshot_of",
     "variant_metrics",
 ]
@@ -94,6 +102,14 @@ def snapshot_of(
 
 
 _DEFAULT_BLOCK = DetectorConfig().block_seconds
+
+
+def run_start(deployment: Deployment, baseline: SnapshotInfo | None) -> tuple[datetime, int]:
+    """When a canary run began and the first revision of it, from the snapshot its start wrote
+    (not from the state's start or the revision now, which a split change moves)."""
+    if baseline is not None and baseline.kind is SnapshotKind.BEFORE_CANARY:
+        return baseline.created_at, baseline.revision + 1
+    return deployment.state_since, deployment.revision
 
 
 def history_span(config: RollbackConfig) -> int:

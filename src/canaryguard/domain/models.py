@@ -165,7 +165,10 @@ class RollbackStatus(StrEnum):
 
 # a PromQL series selector: a metric name with optional label matchers (no functions: canaryguard
 # reads the raw samples of the series it selects)
-SELECTOR = r"^[A-Za-z_:][A-Za-z0-9_:]*(\{[^{}]*\})?$"
+# (label values in double quotes, the only place braces may be, so nothing can follow the
+# selector: single quotes, backticks and comments, which PromQL reads otherwise, and control
+# characters are refused)
+SELECTOR = r'^[A-Za-z_:][A-Za-z0-9_:]*(\{(?:[^{}"\'`#\x00-\x1f]|"(?:[^"\\\x00-\x1f]|\\.)*")*\})?$'
 Selector = Annotated[str, Field(min_length=1, max_length=1_000, pattern=SELECTOR)]
 
 
@@ -346,7 +349,8 @@ class VariantMetrics(_Frozen):
 
     @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+        # at most 1: errors read from a metrics system may run a scrape ahead of the requests
+        return min(self.errors / self.requests, 1.0) if self.requests else 0.0
 
     @property
     def success_rate(self) -> float:

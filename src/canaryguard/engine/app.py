@@ -50,6 +50,8 @@ class CanaryGuard:
         self.puller = (
             MetricsPuller(ports, ports.metrics_source) if ports.metrics_source is not None else None
         )
+        if self.puller is not None:
+            self.monitor.complete_second = self.puller.complete_second
         self.leadership: Leadership | None = None
         # another replica's share of a second reaches this one within its flush and the next
         # follow (a second each): judge seconds that much later while others take reports

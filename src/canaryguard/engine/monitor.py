@@ -30,7 +30,7 @@ from canaryguard.domain.errors import (
     NotFound,
     NotLeader,
 )
-from canaryguard.domain.judge import Judge, RunCheckpoint, snapshot_of
+from canaryguard.domain.judge import Judge, RunCheckpoint, run_start, snapshot_of
 from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
@@ -39,7 +39,6 @@ from canaryguard.domain.models import (
     RollbackKind,
     RollbackMode,
     SnapshotInfo,
-    SnapshotKind,
 )
 from canaryguard.engine.executor import RollbackExecutor
 from canaryguard.engine.leadership import Leadership
@@ -125,6 +124,10 @@ class Monitor:
         # vetoed there
         self._judging_since: datetime | None = None
         self._pruned = False  # the checkpoints of ended runs were dropped since judging began
+        # the last second of a deployment's outcomes that is in whole, or None when every
+        # settled second is: a deployment read from a metrics source is judged only as far as
+        # it has been read (set by ``CanaryGuard`` from its ``MetricsPuller``)
+        self.complete_second: Callable[[Deployment], int | None] = lambda _: None
 
     def watches(self) -> dict[str, Watch]:
         """Every canary run under judgement, by deployment."""
@@ -249,9 +252,7 @@ class Monitor:
         # a restart resumes the detector the one before it saved, or without a checkpoint
         # replays the same seconds as it did and retraces its evidence (docs/detection.md,
         # controller restarts)
-        started, since_revision = deployment.state_since, deployment.revision
-        if baseline is not None and baseline.kind is SnapshotKind.BEFORE_CANARY:
-            started, since_revision = baseline.created_at, baseline.revision + 1
+        started, since_revision = run_start(deployment, baseline)
         first = int(max(started, now - timedelta(hours=1)).timestamp())
         watch = Watch(
             run=run,
@@ -318,7 +319,7 @@ class Monitor:
         )
 
     async def _judge(self, watch: Watch, deployment: Deployment, now: datetime) -> Decision | None:
-        last = int(self.until(now).timestamp())
+        last = self.last_second(deployment, now)
         first = max(watch.next_second, last - MAX_CATCH_UP + 1)
         windows = self._ports.windows
         if not watch.primed and first <= last and deployment.config.detector_enabled:
@@ -364,6 +365,13 @@ class Monitor:
         return snapshot_of(
             totals, window_seconds=max(last - watch.judge.started_at + 1, 0), until=until
         )
+
+    def last_second(self, deployment: Deployment, now: datetime) -> int:
+        """The last second of ``deployment`` to judge at ``now``: settled, and read from the
+        metrics source as far as that when the deployment is read from one."""
+        last = int(self.until(now).timestamp())
+        complete = self.complete_second(deployment)
+        return last if complete is None else min(last, complete)
 
     def until(self, now: datetime) -> datetime:
         """The end of the last settled second at ``now``."""

@@ -363,10 +363,18 @@ class MetricsSource(Protocol):
         ...
 
     async def pull(
-        self, deployment: str, selectors: PrometheusSelectors, *, now: float
+        self,
+        deployment: str,
+        selectors: PrometheusSelectors,
+        *,
+        now: float,
+        until: float,
+        canary_since: float | None = None,
     ) -> dict[tuple[Variant, int], SecondStats]:
-        """What ``deployment``'s series counted since the last pull (at its first, or after
-        its selectors changed: the last hour), per variant and second."""
+        """What ``deployment``'s series counted since the last pull, per variant and second:
+        read at ``now``, counting samples up to ``until`` (later ones at the next pull); at the
+        first pull the last hour. The canary's increases over intervals that began before
+        ``canary_since`` are left out."""
         ...
 
     async def check(self, selectors: PrometheusSelectors) -> None:

@@ -1,0 +1,225 @@
+"""The metrics puller and the monitor together: a deployment read from a metrics source is
+judged only as far as it was read, and nothing read is lost to the detector.
+
+The source here is a scripted stand-in for Prometheus (the port's other side), so that reads
+that fail, arrive late or carry seconds already judged happen exactly when the test says;
+``tests/test_prometheus_source.py`` runs the real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import AsyncIterator, Collection
+from pathlib import Path
+
+import pytest
+
+from canaryguard.adapters.clock import ManualClock
+from canaryguard.adapters.crypto import AesGcmKeyRing
+from canaryguard.domain.assignment import Variant
+from canaryguard.domain.errors import Unavailable
+from canaryguard.domain.models import PrometheusSelectors
+from canaryguard.domain.windows import SecondStats
+from canaryguard.engine.app import CanaryGuard
+from canaryguard.engine.pulling import LAG_SECONDS
+from canaryguard.wiring import Settings, open_canaryguard
+from tests.helpers import ACTOR, seed
+
+NAME = "shop/security"
+SELECTORS = PrometheusSelectors(requests="requests_total", errors="errors_total")
+
+Cells = dict[tuple[Variant, int], SecondStats]
+
+
+class ScriptedSource:
+    """Answers each pull with the next scripted answer (empty when none is left); the port's
+    signature is kept whole, so some arguments go unused."""
+
+    url = "http://prometheus.test"
+
+    def __init__(self) -> None:
+        self.answers: list[Cells | Exception] = []
+        self.pulls: list[dict[str, float | None]] = []
+
+    async def pull(
+        self,
+        deployment: str,  # noqa: ARG002
+        selectors: PrometheusSelectors,  # noqa: ARG002
+        *,
+        now: float,
+        until: float,
+        canary_since: float | None = None,
+    ) -> Cells:
+        self.pulls.append({"now": now, "until": until, "canary_since": canary_since})
+        answer = self.answers.pop(0) if self.answers else {}
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def check(self, selectors: PrometheusSelectors) -> None:  # noqa: ARG002
+        return None
+
+    def forget(self, keep: Collection[str]) -> None:  # noqa: ARG002
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def source() -> ScriptedSource:
+    return ScriptedSource()
+
+
+@pytest.fixture
+async def guard(
+    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path, source: ScriptedSource
+) -> AsyncIterator[CanaryGuard]:
+    opened = await open_canaryguard(
+        Settings(data_dir=tmp_path / "data", db_url=db_url), clock=clock, keys=keys
+    )
+    pulled = CanaryGuard(dataclasses.replace(opened.ports, metrics_source=source))
+    await seed(pulled)
+    await pulled.deployments.configure(
+        NAME, changes={"prometheus": SELECTORS.model_dump()}, actor=ACTOR
+    )
+    await pulled.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    yield pulled
+    await pulled.close()
+
+
+def now_second(guard: CanaryGuard) -> int:
+    return math.floor(guard.ports.clock.now().timestamp())
+
+
+def complete_after_pull_at(second: float) -> int:
+    return math.floor(second - LAG_SECONDS) - 1
+
+
+async def test_a_pulled_deployment_is_not_judged_before_its_first_read(
+    guard: CanaryGuard, clock: ManualClock
+) -> None:
+    clock.advance(1)
+    await guard.monitor.tick()
+    first = guard.monitor.watch(NAME)
+    assert first is not None
+    start = first.next_second
+    clock.advance(20)
+    await guard.monitor.tick()
+    watch = guard.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.next_second == start
+
+
+async def test_a_pulled_deployment_is_judged_only_as_far_as_it_was_read(
+    guard: CanaryGuard, clock: ManualClock
+) -> None:
+    clock.advance(5)
+    assert guard.puller is not None
+    await guard.puller.pull()
+    read_at = clock.now().timestamp()
+    clock.advance(20)
+    await guard.monitor.tick()
+    watch = guard.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.next_second == complete_after_pull_at(read_at) + 1
+
+
+async def test_a_second_read_after_it_was_judged_counts_in_the_first_open_second(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    clock.advance(10)
+    await guard.puller.pull()
+    await guard.monitor.tick()
+    judged = complete_after_pull_at(clock.now().timestamp())
+    late = SecondStats(requests=40, errors=4)
+    source.answers.append({(Variant.CANARY, judged - 3): late})
+    clock.advance(1)
+    await guard.puller.pull()
+    windows = guard.ports.windows
+    assert windows.second(NAME, judged - 3) == {}
+    assert windows.second(NAME, judged + 1)[Variant.CANARY].errors == 4
+
+
+async def test_a_second_not_judged_yet_keeps_its_own_time(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    clock.advance(10)
+    await guard.puller.pull()
+    judged = complete_after_pull_at(clock.now().timestamp())
+    source.answers.append({(Variant.CANARY, judged + 2): SecondStats(requests=40, errors=1)})
+    clock.advance(5)
+    await guard.puller.pull()
+    assert guard.ports.windows.second(NAME, judged + 2)[Variant.CANARY].requests == 40
+
+
+async def test_while_reads_fail_the_canary_waits_and_the_failure_is_logged_once(
+    guard: CanaryGuard,
+    clock: ManualClock,
+    source: ScriptedSource,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert guard.puller is not None
+    clock.advance(5)
+    await guard.puller.pull()
+    read_at = clock.now().timestamp()
+    source.answers += [Unavailable("Prometheus at http://prometheus.test does not answer")] * 3
+    with caplog.at_level(logging.WARNING, logger="canaryguard.engine.pulling"):
+        for _ in range(3):
+            clock.advance(1)
+            await guard.puller.pull()
+            await guard.monitor.tick()
+    watch = guard.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.next_second == complete_after_pull_at(read_at) + 1
+    assert [r.getMessage() for r in caplog.records].count(
+        f"{NAME}: reading metrics failed: Prometheus at http://prometheus.test does not answer"
+    ) == 1
+
+
+async def test_the_source_is_told_when_the_canary_run_began(
+    guard: CanaryGuard, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    await guard.puller.pull()
+    deployment = await guard.deployments.get(NAME)
+    baseline = await guard.snapshots.get(deployment.baseline_snapshot_id or "")
+    assert source.pulls[-1]["canary_since"] == baseline.created_at.timestamp()
+
+
+async def test_the_monitor_judges_every_settled_second_of_a_deployment_not_read_from_a_source(
+    db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    opened = await open_canaryguard(
+        Settings(data_dir=tmp_path / "plain", db_url=db_url), clock=clock, keys=keys
+    )
+    try:
+        await seed(opened)
+        await opened.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+        clock.advance(20)
+        await opened.monitor.tick()
+        watch = opened.monitor.watch(NAME)
+        assert watch is not None
+        assert watch.next_second == int(opened.monitor.until(clock.now()).timestamp()) + 1
+    finally:
+        await opened.close()
+
+
+async def test_a_server_without_prometheus_says_which_deployments_it_will_not_read(
+    guard: CanaryGuard, db_url: str, clock: ManualClock, keys: AesGcmKeyRing, tmp_path: Path
+) -> None:
+    plain = await open_canaryguard(
+        Settings(data_dir=tmp_path / "plain", db_url=db_url), clock=clock, keys=keys
+    )
+    try:
+        assert [n for n in plain.notices if "names Prometheus series" in n] == [
+            f"deployment {NAME} names Prometheus series, but this server reads no Prometheus "
+            "(--prometheus URL or CANARYGUARD_PROMETHEUS_URL): its canaries are judged on what "
+            "clients report only"
+        ]
+    finally:
+        await plain.close()
