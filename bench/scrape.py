@@ -14,7 +14,7 @@ Run from the repository root::
 Defaults: ``--runs 500`` per regression scenario (10 minutes each), ``--null-runs 1500`` per
 no-regression scenario (30 minutes each), ``--workers 2``, ``--seed 1``, ``--history 600``,
 ``--intervals 1 5 15 30``, ``--scenarios base latency-10 null null-incident`` (any of
-detection.py's): about 7 minutes on 2 cores (``--quick``: about 2). Most of it is the 1 s
+detection.py's): about 7 minutes on 2 cores (``--quick``: 1 to 2). Most of it is the 1 s
 column's null runs, 1,800 seconds of canaryguard each; the longer intervals' empty seconds cost
 little.
 
