@@ -465,3 +465,55 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown() -
     assert all(header == "Basic cmVhZGVyOnMzY3JldA==" for header in sent)
     assert "s3cret" not in str(failure.value)
     assert "http://prometheus.invalid:9090" in str(failure.value)
+
+
+def scripted_prometheus(samples: list[tuple[float, float]]) -> httpx.MockTransport:
+    """Every query answers one canary series with ``samples``, as far as the query's time."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        at = float(request.url.params["time"])
+        series = {
+            "metric": {"__name__": "x", "variant": "canary"},
+            "values": [[t, str(v)] for t, v in samples if t <= at],
+        }
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "matrix", "result": [series]}}
+        )
+
+    return httpx.MockTransport(answer)
+
+
+async def test_a_changed_selector_counts_what_the_read_before_the_change_left() -> None:
+    # the read at 100 counts up to 99; the scrape at 99.5 is the next read's, whichever
+    # selector that read uses
+    samples = [(98.0, 0.0), (99.0, 1.0), (99.5, 3.0), (100.5, 4.0)]
+    reader = PrometheusSource("http://prometheus.test", transport=scripted_prometheus(samples))
+    plain = PrometheusSelectors(requests="requests_total", errors="errors_total")
+    changed = plain.model_copy(update={"errors": 'errors_total{code=~"5.."}'})
+    try:
+        first = await reader.pull(NAME, plain, now=100.0, until=99.0)
+        second = await reader.pull(NAME, changed, now=101.0, until=100.0)
+    finally:
+        await reader.close()
+    assert totals(first)[Variant.CANARY].errors == 1
+    assert totals(second)[Variant.CANARY].errors == 2  # 99.5 read now; 100.5 left for later
+
+
+async def test_a_password_without_a_user_is_sent_too() -> None:
+    sent: list[str | None] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "matrix", "result": []}}
+        )
+
+    reader = PrometheusSource(
+        "http://:t0ken@prometheus.test", transport=httpx.MockTransport(record)
+    )
+    try:
+        await pull(reader)
+    finally:
+        await reader.close()
+    assert sent
+    assert all(header == "Basic OnQwa2Vu" for header in sent)

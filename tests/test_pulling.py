@@ -23,7 +23,8 @@ from canaryguard.domain.errors import Unavailable
 from canaryguard.domain.models import PrometheusSelectors
 from canaryguard.domain.windows import SecondStats
 from canaryguard.engine.app import CanaryGuard
-from canaryguard.engine.pulling import LAG_SECONDS
+from canaryguard.engine.monitor import CHECKPOINT_SECONDS
+from canaryguard.engine.pulling import LAG_SECONDS, MAX_WAIT_SECONDS
 from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR, seed
 
@@ -223,3 +224,108 @@ async def test_a_server_without_prometheus_says_which_deployments_it_will_not_re
         ]
     finally:
         await plain.close()
+
+
+async def test_after_the_wait_a_deployment_whose_reads_fail_is_judged_without_them(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    source.answers += [Unavailable("Prometheus does not answer")] * 100
+    await guard.puller.pull()  # the first read fails: the canary waits
+    clock.advance(MAX_WAIT_SECONDS + 1)
+    await guard.puller.pull()
+    await guard.monitor.tick()
+    watch = guard.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.next_second == complete_after_pull_at(clock.now().timestamp()) + 1
+
+
+async def test_the_first_read_keeps_its_seconds_even_after_the_wait(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    source.answers += [Unavailable("Prometheus does not answer")] * 2
+    await guard.puller.pull()
+    clock.advance(MAX_WAIT_SECONDS + 1)
+    await guard.puller.pull()
+    await guard.monitor.tick()
+    judged = complete_after_pull_at(clock.now().timestamp())
+    history = now_second(guard) - 3_000  # an hour's read: stable before the canary
+    source.answers.append({(Variant.STABLE, history): SecondStats(requests=900, errors=9)})
+    clock.advance(1)
+    await guard.puller.pull()
+    windows = guard.ports.windows
+    assert windows.second(NAME, history)[Variant.STABLE].requests == 900
+    assert windows.second(NAME, judged + 1) == {}
+
+
+async def test_selectors_given_again_start_afresh_and_the_canary_waits_for_their_first_read(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    clock.advance(5)
+    await guard.puller.pull()
+    await guard.deployments.configure(NAME, changes={"prometheus": None}, actor=ACTOR)
+    clock.advance(30)
+    await guard.puller.pull()
+    await guard.monitor.tick()  # judged as far as settled meanwhile
+    await guard.deployments.configure(
+        NAME, changes={"prometheus": SELECTORS.model_dump()}, actor=ACTOR
+    )
+    clock.advance(5)
+    await guard.monitor.tick()
+    watch = guard.monitor.watch(NAME)
+    assert watch is not None
+    waiting_at = watch.next_second
+    meanwhile = waiting_at - 10  # judged while no selectors were given
+    source.answers.append({(Variant.CANARY, meanwhile): SecondStats(requests=50, errors=1)})
+    await guard.puller.pull()
+    assert guard.ports.windows.second(NAME, meanwhile)[Variant.CANARY].requests == 50
+    await guard.monitor.tick()
+    assert watch.next_second > waiting_at
+
+
+def steady(seconds: range) -> Cells:
+    """Both variants of each of ``seconds`` at 1 % errors, 10 % canary."""
+    cells: Cells = {}
+    for second in seconds:
+        cells[(Variant.CANARY, second)] = SecondStats(requests=100, errors=1)
+        cells[(Variant.STABLE, second)] = SecondStats(requests=900, errors=9)
+    return cells
+
+
+async def test_a_resumed_run_refills_its_conditions_window_once_the_first_read_is_in(  # noqa: PLR0917 - fixtures
+    guard: CanaryGuard,
+    clock: ManualClock,
+    source: ScriptedSource,
+    db_url: str,
+    keys: AesGcmKeyRing,
+    tmp_path: Path,
+) -> None:
+    assert guard.puller is not None
+    start = now_second(guard)
+    for _ in range(CHECKPOINT_SECONDS + 10):
+        source.answers.append(steady(range(now_second(guard) - 2, now_second(guard) - 1)))
+        clock.advance(1)
+        await guard.puller.pull()
+        await guard.monitor.tick()
+    served = steady(range(start, now_second(guard) - 2))
+    restarted_source = ScriptedSource()
+    opened = await open_canaryguard(
+        Settings(data_dir=tmp_path / "restarted", db_url=db_url), clock=clock, keys=keys
+    )
+    restarted = CanaryGuard(dataclasses.replace(opened.ports, metrics_source=restarted_source))
+    try:
+        await restarted.monitor.tick()  # resumed from the checkpoint, nothing read yet
+        watch = restarted.monitor.watch(NAME)
+        assert watch is not None
+        assert watch.refill_until is not None
+        restarted_source.answers.append(served)  # the first read: the last hour
+        assert restarted.puller is not None
+        await restarted.puller.pull()
+        await restarted.monitor.tick()
+        assert watch.refill_until is None
+        # every second of the run so far, read before the restart and judged or refilled
+        assert watch.judge.metrics(clock.now()).canary.requests == 100 * len(served) // 2
+    finally:
+        await restarted.close()

@@ -43,6 +43,7 @@ __all__ = ["BACKFILL_SECONDS", "OVERLAP_SECONDS", "PrometheusError", "Prometheus
 
 BACKFILL_SECONDS = 3_660  # the first read: the hour before a canary the monitor may read
 OVERLAP_SECONDS = 60  # later reads reach this far before the previous one (late scrapes)
+BACKFILL_TRIES = 3  # first reads of an hour that fail (too many series, too slow) before a minute
 MAX_SERIES = 10_000  # per selector: more is a selector that matches far too much
 _VARIANTS = {variant.value: variant for variant in Variant}
 _SELECTORS = ("requests", "errors", "latency")
@@ -61,14 +62,16 @@ class _Reading:
     """What was read of one deployment's series so far: a tracker per query, so that a
     change of some selectors leaves the others' counting as it was."""
 
-    last_read: float | None = None
+    last_read: float | None = None  # when the last read was made
+    last_until: float | None = None  # the last sample time it counted
     trackers: dict[str, CounterTracker] = field(default_factory=dict)
+    backfill_failures: int = 0  # of the hour-long first read: after a few, read less
 
     def tracker(self, query: str) -> CounterTracker:
         tracker = self.trackers.get(query)
         if tracker is None:
-            # a query new to a deployment read before counts only what came after that read
-            tracker = self.trackers[query] = CounterTracker(after=self.last_read)
+            # a query new to a deployment read before counts only what that read left
+            tracker = self.trackers[query] = CounterTracker(after=self.last_until)
         return tracker
 
 
@@ -99,14 +102,15 @@ class PrometheusSource:
             raise InvalidInput(f"the Prometheus URL must be http(s)://host[:port], got {self.url}")
         if port is not None and not 0 < port < 65_536:
             raise InvalidInput(f"the Prometheus URL's port must be 1 to 65535, got {port}")
-        auth = httpx.BasicAuth(parsed.username, parsed.password) if parsed.username else None
+        has_credentials = bool(parsed.username or parsed.password)
+        auth = httpx.BasicAuth(parsed.username, parsed.password) if has_credentials else None
         self._client = httpx.AsyncClient(
             base_url=self.url, timeout=timeout, transport=transport, auth=auth
         )
         self._readings: dict[str, _Reading] = {}
         # when each deployment was last read, kept when its reading is dropped: selectors
         # given again later count only what came after (the window store still holds the rest)
-        self._last_reads: dict[str, float] = {}
+        self._last_reads: dict[str, tuple[float, float]] = {}  # (last_read, last_until)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -122,7 +126,9 @@ class PrometheusSource:
                 continue
             query = _bucket_of(selector) if name == "latency" else selector
             try:
-                series = await self._query(f"{query}[1m]", time=None)
+                # the span of a first read: a selector that matches too many series over the
+                # hour is refused now, not at every read after
+                series = await self._query(f"{query}[{BACKFILL_SECONDS}s]", time=None)
             except _Refused as exc:
                 raise InvalidInput(
                     f"prometheus.{name}: Prometheus refuses {query!r}: {exc}"
@@ -150,10 +156,12 @@ class PrometheusSource:
     ) -> dict[tuple[Variant, int], SecondStats]:
         reading = self._readings.get(deployment)
         if reading is None:
-            reading = self._readings[deployment] = _Reading(self._last_reads.get(deployment))
+            reading = self._readings[deployment] = _Reading(*self._last_reads.get(deployment, ()))
         span = float(BACKFILL_SECONDS)
         if reading.last_read is not None:
             span = min(BACKFILL_SECONDS, max(now - reading.last_read, 0.0) + OVERLAP_SECONDS)
+        elif reading.backfill_failures >= BACKFILL_TRIES:
+            span = OVERLAP_SECONDS  # without the hour of history rather than not at all
         seconds = math.ceil(span)
         queries = [selectors.requests, selectors.errors]
         if selectors.latency is not None:
@@ -166,6 +174,10 @@ class PrometheusSource:
             )
         except _Refused as exc:
             raise PrometheusError(f"Prometheus at {self.url} refuses a query: {exc}") from exc
+        except PrometheusError:
+            if reading.last_read is None:
+                reading.backfill_failures += 1
+            raise
         for query in set(reading.trackers) - set(queries):
             del reading.trackers[query]  # a selector no longer used
         read = _Read(selectors.variant_label, until, canary_since)
@@ -184,7 +196,8 @@ class PrometheusSource:
             }
         for tracker in reading.trackers.values():
             tracker.prune(before=now - BACKFILL_SECONDS)
-        reading.last_read = self._last_reads[deployment] = now
+        reading.last_read, reading.last_until = now, until
+        self._last_reads[deployment] = (now, until)
         return {
             key: second_stats(
                 requests.get(key, 0.0),

@@ -140,7 +140,8 @@ def record(
                         "t": row["second"] - origin,
                         "variant": row["variant"],
                         "requests": row["requests"],
-                        "errors": row["errors"],
+                        # errors read from Prometheus may run a scrape ahead of their requests
+                        "errors": min(row["errors"], row["requests"]),
                         "latency_ms": _samples(row["histogram"]),
                     }
                     out.write(json.dumps(line, separators=(",", ":")) + "\n")

@@ -90,6 +90,9 @@ class Watch:
     saved_second: int  # ``next_second`` when the detector was last saved (or the watch began)
     primed: bool = False  # the detector has had stable's history (or never will)
     saved_enabled: bool = True  # ``detector_enabled`` then
+    # resumed from a checkpoint: the conditions' window is refilled with the seconds before
+    # this one once they have been read (a deployment read from Prometheus, after a restart)
+    refill_until: int | None = None
     decision: Decision | None = None
     failures: int = 0  # automatic rollbacks of this run that failed in a row
     retry_at: datetime | None = None  # when to try again after a failure (backing off)
@@ -264,6 +267,7 @@ class Monitor:
         )
         if checkpoint is not None:
             self._resume(watch, deployment, checkpoint)
+            self._refill(watch, deployment, self.last_second(deployment, now))
         self._watches[deployment.name] = watch
         return watch
 
@@ -277,17 +281,26 @@ class Monitor:
         except CheckpointError as exc:
             log.warning("%s: detector checkpoint not used (%s)", deployment.name, exc)
             return
-        refill = max(judge.started_at, checkpoint.next_second - judge.window.seconds)
-        for second in range(refill, checkpoint.next_second):
+        watch.refill_until = checkpoint.next_second
+        watch.next_second = watch.saved_second = checkpoint.next_second
+        watch.saved_enabled = deployment.config.detector_enabled
+        watch.primed = True
+
+    def _refill(self, watch: Watch, deployment: Deployment, last: int) -> None:
+        # the seconds the resumed detector judged refill the conditions' window only, once
+        # they are all there (pulled ones arrive with the first read after a start)
+        until = watch.refill_until
+        if until is None or last < until - 1:
+            return
+        watch.refill_until = None
+        judge = watch.judge
+        for second in range(max(judge.started_at, until - judge.window.seconds), until):
             judge.refill(
                 second,
                 self._ports.windows.second(
                     deployment.name, second, min_revision=watch.since_revision
                 ),
             )
-        watch.next_second = watch.saved_second = checkpoint.next_second
-        watch.saved_enabled = deployment.config.detector_enabled
-        watch.primed = True
 
     def _resume_veto(self, watch: Watch, record: AuditRecord, now: datetime) -> None:
         # the run was vetoed before this process took it over: the veto holds here too
@@ -320,6 +333,7 @@ class Monitor:
 
     async def _judge(self, watch: Watch, deployment: Deployment, now: datetime) -> Decision | None:
         last = self.last_second(deployment, now)
+        self._refill(watch, deployment, last)
         first = max(watch.next_second, last - MAX_CATCH_UP + 1)
         windows = self._ports.windows
         if not watch.primed and first <= last and deployment.config.detector_enabled:

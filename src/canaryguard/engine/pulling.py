@@ -8,11 +8,13 @@ it from there as if clients had reported it, so a deployment may use either sour
 every replica pulls for itself.
 
 The monitor judges a second once, so a pulled deployment is judged only as far as it has been
-read (``complete_second``): while Prometheus does not answer, or before the first read after a
-start, its canary waits instead of being judged on seconds that look empty. What a read brings
-for a second already judged (a scrape that took long, a read after an outage that Prometheus
-got late) is counted in the first second not judged yet, so nothing read is lost to the
-detector.
+read (``complete_second``): before the first read after a start or after its selectors were
+given, and for up to ``MAX_WAIT_SECONDS`` while Prometheus does not answer, its canary waits
+instead of being judged on seconds that look empty. What a later read brings for a second
+already judged (a scrape that took long, the seconds of an outage longer than the wait) is
+counted in the first second not judged yet. What the first read brings (the last hour) keeps
+its own seconds: it is the history the detector learns from, and a run judged before the
+selectors were given is not judged on it again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from canaryguard.domain.models import Deployment
 from canaryguard.engine.ports import MetricsSource
 from canaryguard.engine.unit import Ports
 
-__all__ = ["LAG_SECONDS", "MetricsPuller"]
+__all__ = ["LAG_SECONDS", "MAX_WAIT_SECONDS", "MetricsPuller"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ CONCURRENT_PULLS = 16  # deployments read from the metrics source at once
 # samples this recent are left for the next read: a scrape's samples are stamped with its
 # start and are in Prometheus once it ends, so an older one is in whole (or counted late)
 LAG_SECONDS = 1.0
+# how long a canary waits for reads that fail before it is judged without them (on what
+# clients report, if anything): what the reads bring later counts from then on
+MAX_WAIT_SECONDS = 60.0
 
 
 class MetricsPuller:
@@ -43,9 +48,11 @@ class MetricsPuller:
     def __init__(self, ports: Ports, source: MetricsSource) -> None:
         self._ports = ports
         self._source = source
-        self._failing: set[str] = set()  # deployments whose last pull failed (logged once)
+        # deployments whose reads fail, since when (logged once)
+        self._failing: dict[str, float] = {}
         # per deployment, the last second read in whole (the monitor judges no further)
         self._complete: dict[str, int] = {}
+        self._read: set[str] = set()  # deployments read once since their selectors were given
         self._run_starts: dict[str, float] = {}  # canary run (baseline snapshot id) -> start
         self.pulled = 0  # per-second cells merged, since start
 
@@ -81,7 +88,15 @@ class MetricsPuller:
                     self._run_starts[run] = started.timestamp()
                 runs[run] = self._run_starts[run]
         self._run_starts = runs
-        self._source.forget({d.name for d in deployments})
+        names = {d.name for d in deployments}
+        self._source.forget(names)
+        for name in set(self._complete) - names:
+            # selectors taken away: the monitor judges every settled second meanwhile, so the
+            # next first read starts afresh (its seconds are history, not judged again)
+            del self._complete[name]
+        self._read &= names
+        for name in set(self._failing) - names:
+            del self._failing[name]
         now = self._ports.clock.now().timestamp()
         limit = asyncio.Semaphore(CONCURRENT_PULLS)
 
@@ -103,15 +118,23 @@ class MetricsPuller:
                 deployment.name, selectors, now=now, until=until, canary_since=since
             )
         except CanaryGuardError as exc:
-            if deployment.name not in self._failing:
+            since_failing = self._failing.setdefault(deployment.name, now)
+            if since_failing == now:
                 log.warning("%s: reading metrics failed: %s", deployment.name, exc)
-            self._failing.add(deployment.name)
+            elif now - since_failing >= MAX_WAIT_SECONDS:
+                # waited long enough: the seconds go on being judged without what Prometheus
+                # holds for them, which counts from the first second not judged when it comes
+                self._complete[deployment.name] = max(
+                    self._complete.get(deployment.name, -1), math.floor(until) - 1
+                )
             return 0
-        if deployment.name in self._failing:
+        if self._failing.pop(deployment.name, None) is not None:
             log.warning("%s: reading metrics works again", deployment.name)
-            self._failing.discard(deployment.name)
         judged = self._complete.get(deployment.name)
-        first_open = -1 if judged is None else judged + 1  # the first second not judged yet
+        # the first second not judged yet; the first read's seconds keep their own (history,
+        # or seconds judged while the reads failed, which are not judged again)
+        first_open = judged + 1 if judged is not None and deployment.name in self._read else -1
+        self._read.add(deployment.name)
         windows = self._ports.windows
         for (variant, second), stats in cells.items():
             windows.add(
@@ -128,5 +151,7 @@ class MetricsPuller:
                 flush=False,
             )
         # every sample up to ``until`` is read: the seconds before its own are whole
-        self._complete[deployment.name] = max(first_open - 1, math.floor(until) - 1)
+        self._complete[deployment.name] = max(
+            self._complete.get(deployment.name, -1), math.floor(until) - 1
+        )
         return len(cells)
