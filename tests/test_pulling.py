@@ -329,3 +329,29 @@ async def test_a_resumed_run_refills_its_conditions_window_once_the_first_read_i
         assert watch.judge.metrics(clock.now()).canary.requests == 100 * len(served) // 2
     finally:
         await restarted.close()
+
+
+async def test_the_puller_says_a_canary_waits_for_its_first_read(guard: CanaryGuard) -> None:
+    assert guard.puller is not None
+    deployment = await guard.deployments.get(NAME)
+    assert guard.puller.waiting(deployment) == (
+        "waiting for the first read of Prometheus (http://prometheus.test)"
+    )
+
+
+async def test_the_puller_says_since_when_reads_fail(
+    guard: CanaryGuard, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    source.answers.append(Unavailable("Prometheus does not answer"))
+    await guard.puller.pull()
+    deployment = await guard.deployments.get(NAME)
+    assert guard.puller.waiting(deployment).startswith(
+        "reading Prometheus (http://prometheus.test) fails since "
+    )
+
+
+async def test_the_puller_says_nothing_once_reads_succeed(guard: CanaryGuard) -> None:
+    assert guard.puller is not None
+    await guard.puller.pull()
+    assert guard.puller.waiting(await guard.deployments.get(NAME)) == ""

@@ -251,10 +251,11 @@ async def status(name: str, guard: Guard) -> StatusOut:
 async def verdict(name: str, guard: Guard) -> VerdictOut:
     """What the monitor says of the canary now: the detector's tests, each condition, and an
     automatic rollback taken or waiting for its veto window."""
-    await guard.deployments.get(name)  # 404 for an unknown name
+    deployment = await guard.deployments.get(name)  # 404 for an unknown name
     watch = guard.monitor.watch(name)
     if watch is None:
         return VerdictOut(deployment=name, judged=False, verdict="not_judged")
+    waiting = guard.puller.waiting(deployment) if guard.puller is not None else ""
     decision = watch.decision
     return VerdictOut(
         deployment=name,
@@ -277,6 +278,8 @@ async def verdict(name: str, guard: Guard) -> VerdictOut:
         ],
         dispersion_block_seconds=watch.judge.detector.config.block_seconds,
         conditions=watch.judge.results,
+        judged_until=watch.next_second - 1,
+        waiting=waiting,
         metrics=watch.judge.metrics(guard.monitor.until(guard.ports.clock.now())),
         since_start=guard.monitor.since_start(watch, guard.ports.clock.now()),
         decision=None if decision is None else _decision_out(decision),

@@ -222,6 +222,12 @@ class VerdictOut(BaseModel):
         "one chosen from stable's last hour (60 when it swings over minutes, else 10)",
     )
     conditions: list[ConditionResult] = Field(default_factory=list)
+    judged_until: int | None = Field(default=None, description="the last second judged (Unix time)")
+    waiting: str = Field(
+        default="",
+        description="why the monitor judges no further: the deployment is read from "
+        "Prometheus, and its reads are pending or failing; empty when it is not waiting",
+    )
     metrics: MetricsSnapshot | None = Field(
         default=None, description="the evaluation window, up to the last settled second"
     )

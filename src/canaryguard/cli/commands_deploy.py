@@ -209,6 +209,8 @@ def verdict(ctx: typer.Context, name: str) -> None:
             f"{t['canary_requests']:,}",
         )
     c.out.console.print(tests)
+    if value.get("waiting"):
+        c.out.console.print(f"[yellow]waiting[/yellow]: {value['waiting']}", highlight=False)
     if value.get("dispersion_block_seconds"):
         c.out.console.print(
             f"dispersion blocks: {value['dispersion_block_seconds']} s", highlight=False

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from datetime import UTC, datetime
 
 from canaryguard.domain.errors import CanaryGuardError
 from canaryguard.domain.judge import run_start
@@ -55,6 +56,22 @@ class MetricsPuller:
         self._read: set[str] = set()  # deployments read once since their selectors were given
         self._run_starts: dict[str, float] = {}  # canary run (baseline snapshot id) -> start
         self.pulled = 0  # per-second cells merged, since start
+
+    def waiting(self, deployment: Deployment) -> str:
+        """Why the monitor judges ``deployment`` no further than what was read, or "" when
+        it is not waiting for the metrics source."""
+        if deployment.config.prometheus is None:
+            return ""
+        since = self._failing.get(deployment.name)
+        if since is not None:
+            return (
+                f"reading Prometheus ({self._source.url}) fails since "
+                f"{datetime.fromtimestamp(since, UTC).isoformat()}: judged on once a read "
+                f"succeeds, or without it after {MAX_WAIT_SECONDS:g} s"
+            )
+        if deployment.name not in self._complete:
+            return f"waiting for the first read of Prometheus ({self._source.url})"
+        return ""
 
     def complete_second(self, deployment: Deployment) -> int | None:
         """The last second of ``deployment`` read in whole; None when it is not read from
