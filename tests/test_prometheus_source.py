@@ -8,7 +8,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -517,3 +517,61 @@ async def test_a_password_without_a_user_is_sent_too() -> None:
         await reader.close()
     assert sent
     assert all(header == "Basic OnQwa2Vu" for header in sent)
+
+
+def failing_prometheus(
+    failure: Callable[[], httpx.Response], spans: list[str]
+) -> httpx.MockTransport:
+    """Records each query's range and answers with ``failure()``."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        spans.append(request.url.params["query"].rsplit("[", 1)[1])
+        return failure()
+
+    return httpx.MockTransport(answer)
+
+
+async def first_reads(failure: Callable[[], httpx.Response]) -> list[str]:
+    """The range of the requests query of five first reads that fail with ``failure``."""
+    spans: list[str] = []
+    reader = PrometheusSource(
+        "http://prometheus.test", transport=failing_prometheus(failure, spans)
+    )
+    try:
+        for _ in range(5):
+            with pytest.raises(PrometheusError):
+                await pull(reader, PrometheusSelectors(requests="r", errors="e"))
+    finally:
+        await reader.close()
+    return spans[::2]  # each read asks for requests, then errors
+
+
+def refused_connection() -> httpx.Response:
+    raise httpx.ConnectError("connection refused")
+
+
+def timed_out() -> httpx.Response:
+    raise httpx.ReadTimeout("timed out")
+
+
+def too_many_samples() -> httpx.Response:
+    return httpx.Response(
+        422,
+        json={
+            "status": "error",
+            "errorType": "execution",
+            "error": "query processing would load too many samples into memory",
+        },
+    )
+
+
+async def test_a_prometheus_that_is_not_up_yet_keeps_the_hour_long_first_read() -> None:
+    assert await first_reads(refused_connection) == ["3660s]"] * 5
+
+
+async def test_a_first_read_that_times_out_three_times_reads_a_minute() -> None:
+    assert await first_reads(timed_out) == ["3660s]"] * 3 + ["60s]"] * 2
+
+
+async def test_a_first_read_with_too_many_samples_three_times_reads_a_minute() -> None:
+    assert await first_reads(too_many_samples) == ["3660s]"] * 3 + ["60s]"] * 2

@@ -355,3 +355,16 @@ async def test_the_puller_says_nothing_once_reads_succeed(guard: CanaryGuard) ->
     assert guard.puller is not None
     await guard.puller.pull()
     assert guard.puller.waiting(await guard.deployments.get(NAME)) == ""
+
+
+async def test_after_the_wait_the_puller_says_the_canary_is_judged_without_prometheus(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    source.answers += [Unavailable("Prometheus does not answer")] * 2
+    await guard.puller.pull()
+    clock.advance(MAX_WAIT_SECONDS + 1)
+    await guard.puller.pull()
+    waiting = guard.puller.waiting(await guard.deployments.get(NAME))
+    assert waiting.startswith("reading Prometheus (http://prometheus.test) fails since ")
+    assert "; judged without it since " in waiting

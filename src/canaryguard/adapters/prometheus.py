@@ -53,7 +53,13 @@ class PrometheusError(Unavailable):
     """Prometheus did not answer, or answered with something that is not a range vector."""
 
 
-class _TooMany(PrometheusError):
+class _TooHeavy(PrometheusError):
+    """A read too big for Prometheus or for canaryguard: it timed out, Prometheus refused to
+    load that many samples, or a selector matches more than ``MAX_SERIES`` series. Only these
+    make the hour-long first read fall back to a minute."""
+
+
+class _TooMany(_TooHeavy):
     """A selector matches more than ``MAX_SERIES`` series."""
 
 
@@ -173,8 +179,10 @@ class PrometheusSource:
                 *(self._query(f"{query}[{seconds}s]", time=now) for query in queries)
             )
         except _Refused as exc:
+            if exc.kind == "execution" and reading.last_read is None:
+                reading.backfill_failures += 1  # too many samples to load for the hour
             raise PrometheusError(f"Prometheus at {self.url} refuses a query: {exc}") from exc
-        except PrometheusError:
+        except _TooHeavy:
             if reading.last_read is None:
                 reading.backfill_failures += 1
             raise
@@ -214,6 +222,8 @@ class PrometheusSource:
             params["time"] = f"{time:.3f}"
         try:
             response = await self._client.get("/api/v1/query", params=params)
+        except httpx.TimeoutException as exc:
+            raise _TooHeavy(f"Prometheus at {self.url} did not answer in time: {exc}") from exc
         except httpx.HTTPError as exc:
             raise PrometheusError(
                 f"Prometheus at {self.url} does not answer: {type(exc).__name__}: {exc}"
@@ -226,8 +236,11 @@ class PrometheusSource:
             ) from exc
         if not isinstance(body, dict) or body.get("status") != "success":
             error = body.get("error") if isinstance(body, dict) else None
+            kind = body.get("errorType") if isinstance(body, dict) else None
             if response.status_code in {400, 422}:
-                raise _Refused(str(error or f"HTTP {response.status_code}"))
+                raise _Refused(str(error or f"HTTP {response.status_code}"), kind=str(kind))
+            if kind == "timeout":
+                raise _TooHeavy(f"Prometheus at {self.url} timed out: {error}")
             raise PrometheusError(
                 f"Prometheus at {self.url} answered HTTP {response.status_code}: {error}"
             )
@@ -235,7 +248,12 @@ class PrometheusSource:
 
 
 class _Refused(Exception):
-    """Prometheus refused a query (a bad selector: HTTP 400 or 422, ``bad_data``)."""
+    """Prometheus refused a query: HTTP 400 (``bad_data``: a bad selector) or 422
+    (``execution``: too many samples to load, among others)."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _matrix(data: Any, url: str) -> Series:

@@ -225,8 +225,9 @@ class VerdictOut(BaseModel):
     judged_until: int | None = Field(default=None, description="the last second judged (Unix time)")
     waiting: str = Field(
         default="",
-        description="why the monitor judges no further: the deployment is read from "
-        "Prometheus, and its reads are pending or failing; empty when it is not waiting",
+        description="what keeps Prometheus' outcomes of the deployment from the monitor: "
+        "its first read pending, or reads failing (the monitor waits up to 60 s, then judges "
+        "without them); empty when reads succeed or the deployment is not read from Prometheus",
     )
     metrics: MetricsSnapshot | None = Field(
         default=None, description="the evaluation window, up to the last settled second"

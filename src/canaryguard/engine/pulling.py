@@ -58,16 +58,19 @@ class MetricsPuller:
         self.pulled = 0  # per-second cells merged, since start
 
     def waiting(self, deployment: Deployment) -> str:
-        """Why the monitor judges ``deployment`` no further than what was read, or "" when
-        it is not waiting for the metrics source."""
+        """What keeps the metrics source's outcomes of ``deployment`` from the monitor: its
+        first read pending, or reads failing (waited for, then judged without); "" when
+        reads succeed or it is not read from a source."""
         if deployment.config.prometheus is None:
             return ""
         since = self._failing.get(deployment.name)
         if since is not None:
+            failing = f"reading Prometheus ({self._source.url}) fails since {_iso(since)}"
+            if self._ports.clock.now().timestamp() - since >= MAX_WAIT_SECONDS:
+                return f"{failing}; judged without it since {_iso(since + MAX_WAIT_SECONDS)}"
             return (
-                f"reading Prometheus ({self._source.url}) fails since "
-                f"{datetime.fromtimestamp(since, UTC).isoformat()}: judged on once a read "
-                f"succeeds, or without it after {MAX_WAIT_SECONDS:g} s"
+                f"{failing}: judged on once a read succeeds, or without it after "
+                f"{MAX_WAIT_SECONDS:g} s"
             )
         if deployment.name not in self._complete:
             return f"waiting for the first read of Prometheus ({self._source.url})"
@@ -172,3 +175,7 @@ class MetricsPuller:
             self._complete.get(deployment.name, -1), math.floor(until) - 1
         )
         return len(cells)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
