@@ -91,6 +91,17 @@ async def guard(
     await pulled.close()
 
 
+async def wait_out_failing_reads(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    """The first read fails, and so does one past the wait."""
+    assert guard.puller is not None
+    source.answers += [Unavailable("Prometheus does not answer")] * 2
+    await guard.puller.pull()
+    clock.advance(MAX_WAIT_SECONDS + 1)
+    await guard.puller.pull()
+
+
 def now_second(guard: CanaryGuard) -> int:
     return math.floor(guard.ports.clock.now().timestamp())
 
@@ -229,11 +240,8 @@ async def test_a_server_without_prometheus_says_which_deployments_it_will_not_re
 async def test_after_the_wait_a_deployment_whose_reads_fail_is_judged_without_them(
     guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
 ) -> None:
+    await wait_out_failing_reads(guard, clock, source)
     assert guard.puller is not None
-    source.answers += [Unavailable("Prometheus does not answer")] * 100
-    await guard.puller.pull()  # the first read fails: the canary waits
-    clock.advance(MAX_WAIT_SECONDS + 1)
-    await guard.puller.pull()
     await guard.monitor.tick()
     watch = guard.monitor.watch(NAME)
     assert watch is not None
@@ -243,11 +251,8 @@ async def test_after_the_wait_a_deployment_whose_reads_fail_is_judged_without_th
 async def test_the_first_read_keeps_its_seconds_even_after_the_wait(
     guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
 ) -> None:
+    await wait_out_failing_reads(guard, clock, source)
     assert guard.puller is not None
-    source.answers += [Unavailable("Prometheus does not answer")] * 2
-    await guard.puller.pull()
-    clock.advance(MAX_WAIT_SECONDS + 1)
-    await guard.puller.pull()
     await guard.monitor.tick()
     judged = complete_after_pull_at(clock.now().timestamp())
     history = now_second(guard) - 3_000  # an hour's read: stable before the canary
@@ -360,11 +365,8 @@ async def test_the_puller_says_nothing_once_reads_succeed(guard: CanaryGuard) ->
 async def test_after_the_wait_the_puller_says_the_canary_is_judged_without_prometheus(
     guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
 ) -> None:
+    await wait_out_failing_reads(guard, clock, source)
     assert guard.puller is not None
-    source.answers += [Unavailable("Prometheus does not answer")] * 2
-    await guard.puller.pull()
-    clock.advance(MAX_WAIT_SECONDS + 1)
-    await guard.puller.pull()
     waiting = guard.puller.waiting(await guard.deployments.get(NAME))
     assert waiting.startswith("reading Prometheus (http://prometheus.test) fails since ")
     assert "; judged without it since " in waiting
