@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,16 +68,14 @@ class _Reading:
     """What was read of one deployment's series so far: a tracker per query, so that a
     change of some selectors leaves the others' counting as it was."""
 
-    last_read: float | None = None  # when the last read was made
-    last_until: float | None = None  # the last sample time it counted
     trackers: dict[str, CounterTracker] = field(default_factory=dict)
     backfill_failures: int = 0  # of the hour-long first read: after a few, read less
 
-    def tracker(self, query: str) -> CounterTracker:
+    def tracker(self, query: str, *, after: float | None) -> CounterTracker:
         tracker = self.trackers.get(query)
         if tracker is None:
             # a query new to a deployment read before counts only what that read left
-            tracker = self.trackers[query] = CounterTracker(after=self.last_until)
+            tracker = self.trackers[query] = CounterTracker(after=after)
         return tracker
 
 
@@ -114,9 +112,10 @@ class PrometheusSource:
             base_url=self.url, timeout=timeout, transport=transport, auth=auth
         )
         self._readings: dict[str, _Reading] = {}
-        # when each deployment was last read, kept when its reading is dropped: selectors
-        # given again later count only what came after (the window store still holds the rest)
-        self._last_reads: dict[str, tuple[float, float]] = {}  # (last_read, last_until)
+        # when each deployment was last read and up to which sample time, kept when its
+        # reading is dropped: selectors given again later count only what came after (the
+        # window store still holds the rest)
+        self._last_reads: dict[str, tuple[float, float]] = {}
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -160,12 +159,11 @@ class PrometheusSource:
         until: float,
         canary_since: float | None = None,
     ) -> dict[tuple[Variant, int], SecondStats]:
-        reading = self._readings.get(deployment)
-        if reading is None:
-            reading = self._readings[deployment] = _Reading(*self._last_reads.get(deployment, ()))
+        reading = self._readings.setdefault(deployment, _Reading())
+        last_read, last_until = self._last_reads.get(deployment, (None, None))
         span = float(BACKFILL_SECONDS)
-        if reading.last_read is not None:
-            span = min(BACKFILL_SECONDS, max(now - reading.last_read, 0.0) + OVERLAP_SECONDS)
+        if last_read is not None:
+            span = min(BACKFILL_SECONDS, max(now - last_read, 0.0) + OVERLAP_SECONDS)
         elif reading.backfill_failures >= BACKFILL_TRIES:
             span = OVERLAP_SECONDS  # without the hour of history rather than not at all
         seconds = math.ceil(span)
@@ -179,32 +177,30 @@ class PrometheusSource:
                 *(self._query(f"{query}[{seconds}s]", time=now) for query in queries)
             )
         except _Refused as exc:
-            if exc.kind == "execution" and reading.last_read is None:
+            if exc.kind == "execution" and last_read is None:
                 reading.backfill_failures += 1  # too many samples to load for the hour
             raise PrometheusError(f"Prometheus at {self.url} refuses a query: {exc}") from exc
         except _TooHeavy:
-            if reading.last_read is None:
+            if last_read is None:
                 reading.backfill_failures += 1
             raise
         for query in set(reading.trackers) - set(queries):
             del reading.trackers[query]  # a selector no longer used
+        trackers = [reading.tracker(query, after=last_until) for query in queries]
         read = _Read(selectors.variant_label, until, canary_since)
-        requests = seconds_of(read.increments(answers[0], reading.tracker(queries[0])))
-        errors = seconds_of(read.increments(answers[1], reading.tracker(queries[1])))
+        requests = seconds_of(read.increments(answers[0], trackers[0]))
+        errors = seconds_of(read.increments(answers[1], trackers[1]))
         histograms: dict[tuple[Variant, int], dict[int, int]] = {}
         sums: dict[tuple[Variant, int], float] = {}
         if selectors.latency is not None:
             scale = 1_000.0 if selectors.latency_unit == "seconds" else 1.0
-            histograms = read.histograms(answers[2], reading.tracker(queries[2]), scale)
+            histograms = read.histograms(answers[2], trackers[2], scale)
             sums = {
                 key: amount * scale
-                for key, amount in seconds_of(
-                    read.increments(answers[3], reading.tracker(queries[3]))
-                ).items()
+                for key, amount in seconds_of(read.increments(answers[3], trackers[3])).items()
             }
         for tracker in reading.trackers.values():
             tracker.prune(before=now - BACKFILL_SECONDS)
-        reading.last_read, reading.last_until = now, until
         self._last_reads[deployment] = (now, until)
         return {
             key: second_stats(
@@ -300,39 +296,39 @@ class _Read:
         since = self.canary_since
         return variant is not Variant.CANARY or since is None or increment[2] >= since
 
-    def increments(
+    def _counted(
         self, series: Series, tracker: CounterTracker
-    ) -> list[tuple[Variant, int, float]]:
-        out: list[tuple[Variant, int, float]] = []
+    ) -> Iterator[tuple[dict[str, str], Variant, Increment]]:
+        """Each kept increment of each series of a variant, with the series' labels (a series
+        of neither variant is never counted)."""
         for labels, samples in series:
             variant = _VARIANTS.get(labels.get(self.label, ""))
             if variant is None:
-                continue  # a series of neither variant is never counted
-            out.extend(
-                (variant, increment[0], increment[1])
-                for increment in tracker.increments(_key(labels), samples, until=self.until)
-                if self._kept(variant, increment)
-            )
-        return out
+                continue
+            for increment in tracker.increments(_key(labels), samples, until=self.until):
+                if self._kept(variant, increment):
+                    yield labels, variant, increment
+
+    def increments(
+        self, series: Series, tracker: CounterTracker
+    ) -> list[tuple[Variant, int, float]]:
+        return [(v, i[0], i[1]) for _, v, i in self._counted(series, tracker)]
 
     def histograms(
         self, series: Series, tracker: CounterTracker, scale: float
     ) -> dict[tuple[Variant, int], dict[int, int]]:
         # per variant and second: each le edge's increase, added over the variant's series
         cumulative: dict[tuple[Variant, int], dict[float, float]] = {}
-        for labels, samples in series:
-            variant = _VARIANTS.get(labels.get(self.label, ""))
+        for labels, variant, (second, amount, _) in self._counted(series, tracker):
             try:
                 le = float(labels.get("le", "nan"))
             except ValueError:
                 continue
-            if variant is None or math.isnan(le):
-                continue
+            if math.isnan(le):
+                continue  # not a bucket series
             edge = le * scale if math.isfinite(le) else math.inf
-            for increment in tracker.increments(_key(labels), samples, until=self.until):
-                if self._kept(variant, increment):
-                    edges = cumulative.setdefault((variant, increment[0]), {})
-                    edges[edge] = edges.get(edge, 0.0) + increment[1]
+            edges = cumulative.setdefault((variant, second), {})
+            edges[edge] = edges.get(edge, 0.0) + amount
         return {key: latency_histogram(edges) for key, edges in cumulative.items()}
 
 
