@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from canaryguard.domain.assignment import Variant
-from canaryguard.domain.histogram import GROWTH, MAX_BUCKET, bucket_upper_ms
+from canaryguard.domain.histogram import MAX_BUCKET, bucket_for, bucket_upper_ms
 from canaryguard.domain.windows import SecondStats
 
 __all__ = [
@@ -39,7 +39,6 @@ SeriesKey = tuple[tuple[str, str], ...]  # a series' labels, sorted
 # Two samples of a series further apart than this start afresh: the counts between them cannot
 # be placed in a second (Prometheus marks a series stale after 5 minutes without a sample too).
 MAX_GAP_SECONDS = 300.0
-_LOG_GROWTH = math.log(GROWTH)
 
 
 Increment = tuple[int, float, float]  # (second, increase, time of the sample before it)
@@ -109,14 +108,12 @@ def bucket_at_or_above(upper_ms: float) -> int:
     """The lowest log bucket (``domain.histogram``) whose upper edge is at or above
     ``upper_ms``: a Prometheus bucket ``(.., le]`` is read there, so a quantile read from it is
     its ``le`` or at most 10 % above, as a client's own histogram is read."""
-    if upper_ms <= GROWTH:
-        return 0
-    bucket = math.ceil(math.log(upper_ms) / _LOG_GROWTH - 1e-9) - 1
-    while bucket > 0 and bucket_upper_ms(bucket - 1) >= upper_ms:
-        bucket -= 1  # rounding in the logarithm
-    while bucket_upper_ms(bucket) < upper_ms and bucket < MAX_BUCKET:
-        bucket += 1
-    return min(max(bucket, 0), MAX_BUCKET)
+    bucket = bucket_for(upper_ms)  # the bucket holding it, whose upper edge is above it
+    if bucket < MAX_BUCKET and bucket_upper_ms(bucket) < upper_ms:
+        bucket += 1  # rounding in the logarithm
+    if bucket > 0 and bucket_upper_ms(bucket - 1) >= upper_ms:
+        bucket -= 1  # an edge itself (or rounding the other way)
+    return bucket
 
 
 def latency_histogram(cumulative: Mapping[float, float]) -> dict[int, int]:
