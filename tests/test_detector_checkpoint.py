@@ -116,6 +116,13 @@ def test_a_checkpoint_of_another_layout_is_refused() -> None:
         Detector.from_checkpoint(data)
 
 
+def test_a_checkpoint_from_when_blocks_counted_seconds_with_traffic_is_refused() -> None:
+    # layout 1 counted a block's seconds differently: its tick counts would mislead this one
+    data = checkpoint() | {"version": 1}
+    with pytest.raises(CheckpointError, match="layout version 1"):
+        Detector.from_checkpoint(data)
+
+
 def test_a_checkpoint_missing_a_field_is_refused_naming_it() -> None:
     data = checkpoint()
     del data["stable_measured"]

@@ -8,10 +8,12 @@ that fail, arrive late or carry seconds already judged happen exactly when the t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -43,16 +45,29 @@ class ScriptedSource:
     def __init__(self) -> None:
         self.answers: list[Cells | Exception] = []
         self.pulls: list[dict[str, float | None]] = []
+        self.read: list[str] = []  # the deployment of each pull
+        self.stalled: dict[str, asyncio.Event] = {}  # reads of these wait for their event
+        self.cancelled: list[str] = []  # deployments whose read was cancelled
+        self.changed = asyncio.Event()  # set when a read starts or is cancelled
 
     async def pull(
         self,
-        deployment: str,  # noqa: ARG002
+        deployment: str,
         selectors: PrometheusSelectors,  # noqa: ARG002
         *,
         now: float,
         until: float,
         canary_since: float | None = None,
     ) -> Cells:
+        self.read.append(deployment)
+        self.changed.set()
+        if deployment in self.stalled:
+            try:
+                await self.stalled[deployment].wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(deployment)
+                self.changed.set()
+                raise
         self.pulls.append({"now": now, "until": until, "canary_since": canary_since})
         answer = self.answers.pop(0) if self.answers else {}
         if isinstance(answer, Exception):
@@ -370,3 +385,105 @@ async def test_after_the_wait_the_puller_says_the_canary_is_judged_without_prome
     waiting = guard.puller.waiting(await guard.deployments.get(NAME))
     assert waiting.startswith("reading Prometheus (http://prometheus.test) fails since ")
     assert "; judged without it since " in waiting
+
+
+OTHER = "shop/other"
+
+
+async def read_too(guard: CanaryGuard, name: str) -> None:
+    """A second deployment with the same selectors and a canary of its own."""
+    await guard.deployments.create(name, stable="sec@1", actor=ACTOR)
+    await guard.deployments.configure(
+        name, changes={"prometheus": SELECTORS.model_dump()}, actor=ACTOR
+    )
+    await guard.deployments.start_canary(name, policy="sec@2", percent=10, actor=ACTOR)
+
+
+async def until(source: ScriptedSource, condition: Callable[[], bool]) -> None:
+    """Waits (10 s at most) for the source's reads to make ``condition`` true."""
+    async with asyncio.timeout(10):
+        while True:
+            source.changed.clear()
+            if condition():
+                return
+            await source.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def pulling(guard: CanaryGuard) -> AsyncIterator[asyncio.Task[None]]:
+    """The puller's loop running, a round every 10 ms; stopped on the way out."""
+    assert guard.puller is not None
+    task = asyncio.create_task(guard.puller.run(every=0.01))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_slow_read_holds_back_only_its_own_deployment(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    await read_too(guard, OTHER)
+    source.stalled[NAME] = asyncio.Event()
+    async with pulling(guard):
+        await until(source, lambda: source.read.count(OTHER) >= 3)
+        assert guard.puller is not None
+        other = await guard.deployments.get(OTHER)
+        stalled = await guard.deployments.get(NAME)
+        read_at = clock.now().timestamp()
+        assert guard.puller.complete_second(other) == complete_after_pull_at(read_at)
+        assert guard.puller.complete_second(stalled) == -1
+
+
+async def test_no_read_starts_for_a_deployment_while_its_last_is_in_flight(
+    guard: CanaryGuard, source: ScriptedSource
+) -> None:
+    await read_too(guard, OTHER)
+    source.stalled[NAME] = asyncio.Event()
+    async with pulling(guard):
+        await until(source, lambda: source.read.count(OTHER) >= 3)
+        assert source.read.count(NAME) == 1
+        source.stalled[NAME].set()
+        await until(source, lambda: source.read.count(NAME) >= 2)
+
+
+async def test_stopping_the_puller_cancels_the_reads_in_flight(
+    guard: CanaryGuard, source: ScriptedSource
+) -> None:
+    source.stalled[NAME] = asyncio.Event()
+    async with pulling(guard):
+        await until(source, lambda: source.read.count(NAME) == 1)
+    assert source.cancelled == [NAME]
+
+
+async def test_a_read_in_flight_when_the_selectors_are_taken_away_is_dropped(
+    guard: CanaryGuard, clock: ManualClock, source: ScriptedSource
+) -> None:
+    assert guard.puller is not None
+    clock.advance(5)
+    await guard.puller.pull()  # the first read is in
+    source.stalled[NAME] = asyncio.Event()
+    async with pulling(guard):
+        await until(source, lambda: source.read.count(NAME) == 2)
+        await guard.deployments.configure(NAME, changes={"prometheus": None}, actor=ACTOR)
+        await until(source, lambda: source.cancelled == [NAME])
+        await guard.deployments.configure(
+            NAME, changes={"prometheus": SELECTORS.model_dump()}, actor=ACTOR
+        )
+        # the selectors given again wait for a first read of their own, not the old one's
+        deployment = await guard.deployments.get(NAME)
+        assert guard.puller.complete_second(deployment) == -1
+        assert "first read" in guard.puller.waiting(deployment)
+
+
+async def test_a_read_that_fails_unexpectedly_is_logged_and_the_loop_goes_on(
+    guard: CanaryGuard, source: ScriptedSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    source.answers.append(RuntimeError("boom"))
+    with caplog.at_level(logging.ERROR):
+        async with pulling(guard):
+            await until(source, lambda: len(source.read) >= 2)
+    failed = [r for r in caplog.records if "pulling metrics failed" in r.getMessage()]
+    assert [r.getMessage() for r in failed] == [f"{NAME}: pulling metrics failed"]

@@ -39,6 +39,7 @@ from canaryguard.domain.histogram import bucket_upper_ms
 
 __all__ = [
     "CHECKPOINT_VERSION",
+    "MAX_READ_GAP_SECONDS",
     "MIN_SWING_SECONDS",
     "RATIOS",
     "SLOW_BLOCK_SECONDS",
@@ -52,6 +53,7 @@ __all__ = [
     "Verdict",
     "VerdictKind",
     "block_seconds_for",
+    "observed_seconds",
     "swing_index",
 ]
 
@@ -78,8 +80,12 @@ SWING_MIN_INDEX = 3.0  # and how much more than Poisson noise between minutes
 _CHI2_MEDIAN = 0.4549  # the median of a chi-squared variable with one degree of freedom
 
 # the layout of ``Detector.checkpoint``: a checkpoint of another layout is refused, and the
-# monitor then retraces the run from its start instead
-CHECKPOINT_VERSION = 1
+# monitor then retraces the run from its start instead. 2: blocks count wall seconds (in 1
+# they counted seconds with traffic, so a block's tick count meant something else)
+CHECKPOINT_VERSION = 2
+# a read at most this long after the one before covers the seconds between them, for the half
+# hour the block choice needs (``observed_seconds``): scrapes a minute apart still do
+MAX_READ_GAP_SECONDS = 60
 
 
 class CheckpointError(ValueError):
@@ -201,6 +207,7 @@ class SequentialTest:
     __slots__ = (
         "_best",
         "_block",
+        "_block_covered",
         "_block_expected",
         "_block_seen",
         "_block_ticks",
@@ -215,6 +222,7 @@ class SequentialTest:
         "_primed",
         "_prior",
         "_prior_blocks",
+        "_quiet",
         "_variance_sum",
         "_z",
         "_z_m2",
@@ -253,6 +261,9 @@ class SequentialTest:
         self._z_mean = self._z_m2 = 0.0
         self._block_seen = self._block_ticks = 0
         self._block_expected = self._block_variance = self._variance_sum = 0.0
+        # the wall seconds this block's counts stand for (a scrape's stand for the interval
+        # since the one before), and the seconds since the last with traffic on both sides
+        self._block_covered = self._quiet = 0
         # stable's events and requests in this block and the last one: the drift of its rate
         self._block = [0, 0]
         self._previous: tuple[int, int] | None = None
@@ -267,8 +278,8 @@ class SequentialTest:
         stable's rate from block to block is learnt (there is no canary to compare)."""
         if self._primed:
             raise RuntimeError("history comes before the canary's first second")
-        if stable_n == 0:
-            return  # a gap: blocks count seconds with traffic, as in ``update``
+        # blocks are wall seconds, as in ``update``: a gap, or a second between two scrapes,
+        # is part of its block
         self._block[0] += stable_events
         self._block[1] += stable_n
         self._block_ticks += 1
@@ -284,6 +295,20 @@ class SequentialTest:
             self._block = [0, 0]
             self._block_ticks = 0
 
+    def _covers(self, canary_n: int, stable_n: int) -> int:
+        # how many wall seconds this second's counts stand for: 1 when counts come every
+        # second, the interval since the last counts when they come lumped by scrapes. Only
+        # seconds without any counts are between scrapes: one side alone (a canary with no
+        # traffic yet) means counts come every second. A gap of over a minute is a gap, as
+        # in ``observed_seconds``
+        if canary_n == 0 and stable_n == 0:
+            self._quiet += 1
+            return 0
+        quiet, self._quiet = self._quiet, 0
+        if canary_n == 0 or stable_n == 0:
+            return 0
+        return quiet + 1 if quiet < MAX_READ_GAP_SECONDS else 1
+
     def update(self, canary_events: int, stable_events: int, canary_n: int, stable_n: int) -> None:
         """One second: events and requests on each side."""
         self._end_history()
@@ -291,21 +316,20 @@ class SequentialTest:
         self.stable_events += stable_events
         self.canary_requests += canary_n
         self.stable_requests += stable_n
-        if canary_n == 0 or stable_n == 0:
-            return  # no information about the ratio (and nothing to temper)
         events = canary_events + stable_events
-        if events == 0:
-            # no evidence either way, but a second of the block: blocks are seconds of
-            # traffic, so they keep time with how fast the rates move, in history too
-            self._block[1] += stable_n
-            self._block_ticks += 1
-            if self._block_ticks >= self._config.block_seconds:
-                self._close_block()
+        covers = self._covers(canary_n, stable_n)
+        if covers == 0 or events == 0:
+            # no evidence either way, but a second of the block all the same: blocks are wall
+            # seconds, so they keep time with how fast the rates move whether the counts come
+            # every second or lumped every scrape interval, and a gap is part of its block
+            self._block[1] += stable_n if covers else 0
+            self._block_covered += covers
+            self._tick()
             return
         # the dispersion of this second comes from the seconds before it, and from this
         # second's totals only (the test conditions on them): predictable
         share = canary_n / (canary_n + stable_n)
-        self.dispersion = phi = self._estimate_dispersion(events * share * (1.0 - share))
+        self.dispersion = phi = self._estimate_dispersion(events * share * (1.0 - share), covers)
         scale = 1.0 / phi
         log_lr = self._log_lr
         best = -math.inf
@@ -320,6 +344,10 @@ class SequentialTest:
         self._block_seen += canary_events
         self._block_expected += events * share
         self._block_variance += events * share * (1.0 - share)
+        self._block_covered += covers
+        self._tick()
+
+    def _tick(self) -> None:
         self._block_ticks += 1
         if self._block_ticks >= self._config.block_seconds:
             self._close_block()
@@ -332,6 +360,9 @@ class SequentialTest:
 
     def _close_drift(self) -> None:
         block = (self._block[0], self._block[1])
+        if block[1] == 0:
+            self._block = [0, 0]
+            return  # a block without traffic (a gap): the next pair spans it
         for sums, before in ((self._lag1, self._previous), (self._lag2, self._earlier)):
             drift = _drift(before, block) if before is not None else None
             if drift is not None:
@@ -343,7 +374,14 @@ class SequentialTest:
 
     def _close_block(self) -> None:
         self._close_drift()
-        self._variance_sum += self._block_variance
+        covered = self._block_covered
+        if 0 < covered < self._config.block_seconds:
+            # a block partly without counts on both sides (a gap, a canary silent at first):
+            # its variance scaled to a whole block's, which is what the drift's inflation of
+            # a block's count is computed for
+            self._variance_sum += self._block_variance * self._config.block_seconds / covered
+        else:
+            self._variance_sum += self._block_variance
         if self._block_variance > 0:
             z = (self._block_seen - self._block_expected) / math.sqrt(self._block_variance)
             # Welford: the spread of the residuals around their own mean, so that a steady
@@ -352,10 +390,10 @@ class SequentialTest:
             delta = z - self._z_mean
             self._z_mean += delta / self._blocks
             self._z_m2 += delta * (z - self._z_mean)
-        self._block_seen = self._block_ticks = 0
+        self._block_seen = self._block_ticks = self._block_covered = 0
         self._block_expected = self._block_variance = 0.0
 
-    def _estimate_dispersion(self, now_variance: float) -> float:
+    def _estimate_dispersion(self, now_variance: float, now_covers: int) -> float:
         # a weighted average of the prior (worth prior_blocks blocks), the dispersion implied
         # by stable's rate drift (one weight per pair of consecutive blocks, the unfinished
         # block counting for its share) and the canary's residuals (one per degree of freedom)
@@ -387,13 +425,15 @@ class SequentialTest:
             kappa += self._z * error
             # a block's binomial variance: from the closed blocks, else extrapolated from
             # this one so far with this second (from the first second on, so that a drift
-            # learnt from stable's history tempers the canary's very first seconds)
+            # learnt from stable's history tempers the canary's very first seconds) to the
+            # wall seconds a block's counts stand for: the block, or one scrape when scrapes
+            # are further apart (a block then holds one scrape or none)
             variance = (
                 self._variance_sum / self._blocks
                 if self._blocks
                 else (self._block_variance + now_variance)
-                * self._config.block_seconds
-                / (ticks + 1)
+                * max(self._config.block_seconds, now_covers)
+                / (self._block_covered + now_covers)
             )
             total += pairs * (1.0 + 2.0 * kappa * variance)
             weight += pairs
@@ -548,20 +588,20 @@ def _with_partial(
 
 def swing_index(stable: Sequence[Counts], block_seconds: int) -> float:
     """How much stable's error rate wanders between consecutive blocks of ``block_seconds``
-    seconds with traffic, as a multiple of the Poisson noise (1: not at all beyond it): the
-    median of the squared standardised differences over their median under pure noise. The
-    median, not the mean, so that a step (a new stable version) or an incident in the stretch,
-    which moves a few pairs a lot, does not pass for a wandering rate."""
+    seconds (wall seconds, as the tests' blocks; blocks without traffic skipped), as a multiple
+    of the Poisson noise (1: not at all beyond it): the median of the squared standardised
+    differences over their median under pure noise. The median, not the mean, so that a step
+    (a new stable version) or an incident in the stretch, which moves a few pairs a lot, does
+    not pass for a wandering rate."""
     blocks: list[tuple[int, int]] = []
     events = requests = ticks = 0
     for counts in stable:
-        if counts.requests == 0:
-            continue  # a gap: blocks count seconds with traffic, as the tests' blocks do
         events += counts.errors
         requests += counts.requests
         ticks += 1
         if ticks == block_seconds:
-            blocks.append((events, requests))
+            if requests:
+                blocks.append((events, requests))
             events = requests = ticks = 0
     squares = []
     for before, after in itertools.pairwise(blocks):
@@ -573,17 +613,30 @@ def swing_index(stable: Sequence[Counts], block_seconds: int) -> float:
     return statistics.median(squares) / _CHI2_MEDIAN if squares else 1.0
 
 
+def observed_seconds(stable: Sequence[Counts]) -> int:
+    """How many of the seconds of ``stable`` its traffic covers: each second with requests
+    covers itself and the seconds since the one before with requests, when that is at most
+    ``MAX_READ_GAP_SECONDS`` back (a scrape's counts stand for the interval since the last;
+    a longer gap is a gap)."""
+    covered, last = 0, None
+    for second, counts in enumerate(stable):
+        if counts.requests:
+            since = second - last if last is not None else 1
+            covered += since if since <= MAX_READ_GAP_SECONDS else 1
+            last = second
+    return covered
+
+
 def block_seconds_for(stable: Sequence[Counts], configured: int) -> int:
     """The dispersion block for a run, from stable's seconds before it (oldest first, up to
     ``SWING_SECONDS`` of them): ``SLOW_BLOCK_SECONDS`` when its error rate wanders between
     minutes well beyond both Poisson noise and its wander between ``configured``-second blocks
     (a fleet whose rate swings over minutes, which short blocks understate:
     ``docs/detection.md``, Slow swings), else ``configured``. Half an hour of traffic at least,
-    or ``configured``."""
+    or ``configured`` (``observed_seconds``: counted alike for reports every second and
+    scrapes up to a minute apart)."""
     recent = list(stable)[-SWING_SECONDS:]
-    if configured >= SLOW_BLOCK_SECONDS or sum(1 for c in recent if c.requests) < (
-        MIN_SWING_SECONDS
-    ):
+    if configured >= SLOW_BLOCK_SECONDS or observed_seconds(recent) < MIN_SWING_SECONDS:
         return configured
     slow = swing_index(recent, SLOW_BLOCK_SECONDS)
     fast = swing_index(recent, configured)
@@ -696,7 +749,7 @@ class Detector:
             self._thresholds = self._quantile_thresholds()
         for counts in history:
             self.errors.prime(counts.errors, counts.requests)
-            if self._thresholds is not None and counts.histogram:
+            if self._thresholds is not None:  # a second without latency: one of the block's
                 measured = sum(counts.histogram.values())
                 for test, above in zip(self.latency, self._thresholds, strict=True):
                     test.prime(_slow(counts.histogram, above), measured)
@@ -805,6 +858,11 @@ class Detector:
         self.errors.update(canary.errors, stable.errors, canary.requests, stable.requests)
         if self.latency and canary.histogram and stable.histogram:
             self._update_latency(stable, canary)
+        elif self._thresholds is not None:
+            # no latency this second (a gap, a second between scrapes), but a wall second of
+            # the latency tests' blocks all the same
+            for test in self.latency:
+                test.update(0, 0, 0, 0)
         self._seconds += 1
         for test in self.tests:
             if test.may_reach(test.threshold) and test.e_value >= test.threshold:

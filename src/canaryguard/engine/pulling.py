@@ -20,6 +20,7 @@ selectors were given is not judged on it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from datetime import UTC, datetime
@@ -55,6 +56,10 @@ class MetricsPuller:
         self._complete: dict[str, int] = {}
         self._read: set[str] = set()  # deployments read once since their selectors were given
         self._run_starts: dict[str, float] = {}  # canary run (baseline snapshot id) -> start
+        # per deployment, its read in flight: a round starts none for it meanwhile, so a slow
+        # read (up to the source's timeout) holds back its own deployment and no other
+        self._reading: dict[str, asyncio.Task[int]] = {}
+        self._limit = asyncio.Semaphore(CONCURRENT_PULLS)
         self.pulled = 0  # per-second cells merged, since start
 
     def waiting(self, deployment: Deployment) -> str:
@@ -85,16 +90,31 @@ class MetricsPuller:
         return self._complete.get(deployment.name, -1)
 
     async def run(self, every: float = 1.0) -> None:
-        """Pull forever (until cancelled); a failed round is logged and the next one runs."""
-        while True:
-            try:
-                await self.pull()
-            except Exception:
-                log.exception("pulling metrics failed")
-            await asyncio.sleep(every)
+        """Pull forever (until cancelled): every ``every`` seconds a read starts for each
+        deployment with selectors whose last read has ended, without waiting for the others'
+        reads; a failed round is logged and the next one runs. Cancelled, it cancels the reads
+        in flight."""
+        try:
+            while True:
+                try:
+                    await self._start_round()
+                except Exception:
+                    log.exception("pulling metrics failed")
+                await asyncio.sleep(every)
+        finally:
+            reads = list(self._reading.values())
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
 
     async def pull(self) -> int:
-        """One round over every deployment with selectors; how many cells it merged."""
+        """One round over every deployment with selectors, waited for; how many cells it
+        merged (a deployment whose read from an earlier round is still in flight is left to
+        that read; a read that fails unexpectedly is logged and counts none)."""
+        ended = await asyncio.gather(*await self._start_round(), return_exceptions=True)
+        return sum(merged for merged in ended if isinstance(merged, int))
+
+    async def _start_round(self) -> list[asyncio.Task[int]]:
         runs: dict[str, float] = {}
         async with self._ports.store.read() as tx:
             deployments = [d for d in await tx.deployments.all() if d.config.prometheus]
@@ -109,6 +129,10 @@ class MetricsPuller:
                 runs[run] = self._run_starts[run]
         self._run_starts = runs
         names = {d.name for d in deployments}
+        for name in set(self._reading) - names:
+            # selectors taken away while a read was in flight: what it would bring, and its
+            # marks of a first read done, belong to selectors that are gone
+            self._reading[name].cancel()
         self._source.forget(names)
         for name in set(self._complete) - names:
             # selectors taken away: the monitor judges every settled second meanwhile, so the
@@ -118,16 +142,30 @@ class MetricsPuller:
         for name in set(self._failing) - names:
             del self._failing[name]
         now = self._ports.clock.now().timestamp()
-        limit = asyncio.Semaphore(CONCURRENT_PULLS)
-
-        async def one(deployment: Deployment) -> int:
+        new_reads = []
+        for deployment in deployments:
+            if deployment.name in self._reading:
+                continue
             since = runs.get(deployment.baseline_snapshot_id or "")
-            async with limit:
-                return await self._pull_one(deployment, now, since)
+            read = asyncio.create_task(self._limited(deployment, now, since))
+            self._reading[deployment.name] = read
+            read.add_done_callback(functools.partial(self._read_ended, deployment.name))
+            new_reads.append(read)
+        return new_reads
 
-        merged = sum(await asyncio.gather(*(one(d) for d in deployments)))
-        self.pulled += merged
-        return merged
+    async def _limited(self, deployment: Deployment, now: float, since: float | None) -> int:
+        async with self._limit:
+            return await self._pull_one(deployment, now, since)
+
+    def _read_ended(self, name: str, read: asyncio.Task[int]) -> None:
+        if self._reading.get(name) is read:
+            del self._reading[name]
+        if read.cancelled():
+            return
+        if (error := read.exception()) is not None:
+            log.error("%s: pulling metrics failed", name, exc_info=error)
+            return
+        self.pulled += read.result()
 
     async def _pull_one(self, deployment: Deployment, now: float, since: float | None) -> int:
         selectors = deployment.config.prometheus
