@@ -52,6 +52,7 @@ def through_json(detector: Detector) -> Detector:
     after=st.integers(1, 40),
     canary_rate=st.sampled_from([0.005, 0.01, 0.03]),
     block_seconds=st.sampled_from([2, 10, 17]),
+    scrape=st.sampled_from([1, 7, 15]),
 )
 def test_a_detector_restored_from_its_checkpoint_goes_on_exactly_as_the_original(  # noqa: PLR0917 - one argument per generated value
     seed: int,
@@ -60,17 +61,23 @@ def test_a_detector_restored_from_its_checkpoint_goes_on_exactly_as_the_original
     after: int,
     canary_rate: float,
     block_seconds: int,
+    scrape: int,
 ) -> None:
     rng = random.Random(seed)
+
+    def at(s: int) -> tuple[Counts, Counts]:
+        # counts every ``scrape`` seconds, the seconds between empty (as scrapes lump them)
+        return second(rng, canary_rate) if s % scrape == scrape - 1 else (Counts(), Counts())
+
     original = Detector(DetectorConfig(block_seconds=block_seconds), started_at=1000)
     if history_seconds:
         original.prime(history(rng, history_seconds))
     for s in range(before):
-        original.update(1000 + s, *second(rng, canary_rate))
+        original.update(1000 + s, *at(s))
     restored = through_json(original)
     assert restored.checkpoint() == json.loads(json.dumps(original.checkpoint()))
     for s in range(before, before + after):
-        stable, canary = second(rng, canary_rate)
+        stable, canary = at(s)
         verdict = original.update(1000 + s, stable, canary)
         assert restored.update(1000 + s, stable, canary) == verdict
     assert restored.states() == original.states()
