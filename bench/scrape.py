@@ -37,10 +37,16 @@ the canary are one timeline with the run's on the same grid: the scrape just aft
 holds stable's last seconds before it (no canary there), and the prime (the last
 ``--history`` seconds) and the hour the block is chosen from are lumped the same way (the
 50 minutes before the history have no latency, as in detection.py, so the history's first lump
-has only its own seconds' histogram). Seconds after a run's last scrape are not seen. The
-latency buckets stay canaryguard's own (a real Prometheus histogram's are coarser: not
-measured here), and nothing is charged for the wait between a scrape and the server's read of
-it.
+has only its own seconds' histogram). Seconds after a run's last scrape are not seen. Nothing
+is charged for the wait between a scrape and the server's read of it.
+
+**Buckets.** By default the latency buckets stay canaryguard's own (10 % log buckets). With
+``--buckets prometheus``, every second's histogram (history and hour included) is first put
+through the Prometheus client libraries' default buckets (``le`` 5, 10, 25, 50, 75, 100, 250,
+500, 750, 1,000, 2,500, 5,000, 7,500 and 10,000 ms, and ``+Inf``), as an application that keeps
+the defaults exposes it: each log bucket's count goes to the Prometheus bucket holding its
+geometric middle, and is read back as ``domain.counters.latency_histogram`` reads a Prometheus
+histogram (at the log bucket at or above the ``le``; ``+Inf`` just above the largest ``le``).
 
 **Measured**, exactly as detection.py measures canaryguard (``Detector(DetectorConfig())``, the
 block chosen per run, a verdict on second ``s`` acted on at ``s + 1`` plus lag): per
@@ -55,6 +61,7 @@ many runs minute blocks were chosen.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -67,7 +74,9 @@ from pathlib import Path
 
 import numpy as np
 
+from canaryguard.domain.counters import latency_histogram
 from canaryguard.domain.detector import SLOW_BLOCK_SECONDS, Counts
+from canaryguard.domain.histogram import GROWTH
 from canaryguard.domain.judge import history_span
 from canaryguard.domain.models import RollbackConfig
 
@@ -92,6 +101,9 @@ from bench.options import positive
 from bench.tables import markdown_table
 
 INTERVALS = (1, 5, 15, 30)
+# the Prometheus client libraries' default histogram buckets (prometheus_client's
+# DEFAULT_BUCKETS, client_golang's DefBuckets), in milliseconds
+PROMETHEUS_DEFAULT_LE_MS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
 DEFAULT_SCENARIOS = ("base", "latency-10", "null", "null-incident")
 CHUNK_REGRESSION = 50
 CHUNK_NULL = 20
@@ -113,6 +125,22 @@ def lump(values: Ints, first: int, interval: int, phase: int) -> Ints:
     out = np.zeros_like(values)
     out[:, scrapes] = running[:, scrapes + 1] - running[:, since]
     return out
+
+
+def coarsened(histograms: Ints, low: int, edges_ms: Sequence[float]) -> tuple[Ints, int]:
+    """``histograms`` (sides, seconds, log buckets from ``low``) as a Prometheus histogram with
+    the bucket edges ``edges_ms`` holds them, read back into log buckets the way the server
+    reads one: the new histograms and their lowest bucket."""
+    width = histograms.shape[2]
+    middles = GROWTH ** (low + np.arange(width) + 0.5)
+    holding = np.searchsorted(np.asarray(edges_ms, dtype=float), middles)  # le index; len: +Inf
+    les = [*edges_ms, math.inf]
+    read_at = [min(latency_histogram({le: 1.0})) for le in les]
+    targets = np.asarray([read_at[k] for k in holding])
+    new_low = int(targets.min())
+    mapping = np.zeros((width, int(targets.max()) - new_low + 1), dtype=np.int64)
+    mapping[np.arange(width), targets - new_low] = 1
+    return histograms @ mapping, new_low
 
 
 def padded(histograms: Ints, low: int, new_low: int, width: int) -> Ints:
@@ -205,6 +233,7 @@ class Task:
     seed: int
     intervals: tuple[int, ...]
     history: int = HISTORY_SECONDS
+    buckets: str = "own"
 
 
 @dataclass
@@ -243,6 +272,9 @@ def run_task(task: Task) -> Outcome:
                     latency=False,
                 )
         line = timeline(stream, history, earlier)
+        if task.buckets == "prometheus":
+            histograms, low = coarsened(line.histograms, line.low, PROMETHEUS_DEFAULT_LE_MS)
+            line = dataclasses.replace(line, histograms=histograms, low=low)
         for k, interval in enumerate(task.intervals):
             phase = int(grid * interval)
             run_stream, prime, swings = scraped(line, interval, phase)
@@ -284,12 +316,12 @@ def run_all(tasks: dict[str, list[Task]], workers: int, started: float) -> dict[
     return results
 
 
-def tasks_for(
-    name: str, runs: int, seed: int, intervals: tuple[int, ...], history: int
+def tasks_for(  # noqa: PLR0917 - one per command-line setting
+    name: str, runs: int, seed: int, intervals: tuple[int, ...], history: int, buckets: str
 ) -> list[Task]:
     size = CHUNK_REGRESSION if SCENARIOS[name].regression else CHUNK_NULL
     return [
-        Task(name, start, min(start + size, runs), seed, intervals, history)
+        Task(name, start, min(start + size, runs), seed, intervals, history, buckets)
         for start in range(0, runs, size)
     ]
 
@@ -396,12 +428,13 @@ def run(args: argparse.Namespace) -> int:
             args.seed,
             intervals,
             args.history,
+            args.buckets,
         )
         for s in chosen
     }
     print(
         f"simulating {', '.join(jobs)} on {args.workers} processes, scrape intervals "
-        f"{', '.join(str(i) for i in intervals)} s",
+        f"{', '.join(str(i) for i in intervals)} s, {args.buckets} latency buckets",
         flush=True,
     )
     outcomes = run_all(jobs, args.workers, started)
@@ -413,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.runs} runs per regression scenario (10 min each), {args.null_runs} per "
         f"no-regression scenario (30 min each); seed {args.seed}; history {args.history} s; "
-        f"{elapsed / 60:.1f} min on {args.workers} processes."
+        f"{args.buckets} latency buckets; {elapsed / 60:.1f} min on {args.workers} processes."
     )
     if regressions:
         print()
@@ -485,6 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=HISTORY_SECONDS,
         help=f"seconds of stable's traffic before each canary (default {HISTORY_SECONDS})",
+    )
+    parser.add_argument(
+        "--buckets",
+        choices=["own", "prometheus"],
+        default="own",
+        help="latency buckets: canaryguard's own, or the Prometheus clients' defaults",
     )
     parser.add_argument("--quick", action="store_true", help="100 / 250 runs by default")
     parser.add_argument("--json", metavar="PATH", help="also write the results there")
