@@ -11,32 +11,39 @@ from canaryguard.domain.detector import (
     MAX_READ_GAP_SECONDS,
     MIN_SWING_SECONDS,
     SLOW_BLOCK_SECONDS,
+    SWING_RATIO,
+    SWING_RATIO_SPARSE,
     SWING_SECONDS,
     Counts,
     Detector,
     block_seconds_for,
     observed_seconds,
+    read_cadence,
+    swing_ratio,
 )
 
 
 def stable(
-    seconds: int, rates: Sequence[float], *, period: int = 10, seed: int = 1
+    seconds: int, rates: Sequence[float], *, period: int = 10, seed: int = 1, phase: int = 0
 ) -> list[Counts]:
     """Stable alone, 1,000 requests a second, its error rate cycling through ``rates``, one
-    ``period`` each."""
+    ``period`` each (the first one ``period - phase`` seconds long)."""
     rng = random.Random(seed)
     return [
-        Counts(1000, sum(rng.random() < rates[(s // period) % len(rates)] for _ in range(1000)))
+        Counts(
+            1000,
+            sum(rng.random() < rates[((s + phase) // period) % len(rates)] for _ in range(1000)),
+        )
         for s in range(seconds)
     ]
 
 
-def swinging(seconds: int, period: int, *, seed: int = 1) -> list[Counts]:
+def swinging(seconds: int, period: int, *, seed: int = 1, phase: int = 0) -> list[Counts]:
     """Stable alone, 1,000 requests a second at 1 % errors times a factor (mean 1, CV 0.3) drawn
-    anew every ``period`` seconds."""
+    anew every ``period`` seconds (the first ``period - phase`` seconds long)."""
     rng = random.Random(seed)
-    factors = [rng.gammavariate(1 / 0.09, 0.09) for _ in range(seconds // period + 1)]
-    return stable(seconds, [0.01 * f for f in factors], period=period, seed=seed)
+    factors = [rng.gammavariate(1 / 0.09, 0.09) for _ in range(seconds // period + 2)]
+    return stable(seconds, [0.01 * f for f in factors], period=period, seed=seed, phase=phase)
 
 
 def scraped(seconds: Sequence[Counts], interval: int) -> list[Counts]:
@@ -143,3 +150,28 @@ def test_a_canary_silent_at_first_is_tempered_as_one_with_traffic_from_the_start
         detector.update(second, Counts(900, 9), Counts())
     detector.update(30, Counts(900, 9), Counts(100, 1))
     assert detector.errors.dispersion > 0.8 * first_second_dispersion(wobbling)
+
+
+def test_the_read_cadence_of_reports_every_second_is_one_second() -> None:
+    assert read_cadence(stable(600, (0.01,))) == 1
+
+
+def test_the_read_cadence_of_scrapes_is_their_interval() -> None:
+    assert read_cadence(scraped(stable(600, (0.01,)), 15)) == 15
+
+
+def test_minute_swings_must_stand_out_less_through_sparse_reads() -> None:
+    assert swing_ratio(1, 10) == swing_ratio(10, 10) == SWING_RATIO
+    assert SWING_RATIO_SPARSE < swing_ratio(20, 10) < SWING_RATIO
+    assert swing_ratio(30, 10) == swing_ratio(60, 10) == SWING_RATIO_SPARSE
+
+
+def test_scrapes_thirty_seconds_apart_show_a_fleet_swinging_every_minute() -> None:
+    # swings out of step with the scrapes: each minute's is seen by two scrapes only partly
+    history = scraped(swinging(SWING_SECONDS, 60, phase=13), 30)
+    assert block_seconds_for(history, 10) == SLOW_BLOCK_SECONDS
+
+
+def test_scrapes_thirty_seconds_apart_of_a_fleet_wobbling_every_ten_seconds_keep_ten() -> None:
+    history = scraped(swinging(SWING_SECONDS, 10, phase=13), 30)
+    assert block_seconds_for(history, 10) == 10

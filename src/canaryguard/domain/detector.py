@@ -54,7 +54,9 @@ __all__ = [
     "VerdictKind",
     "block_seconds_for",
     "observed_seconds",
+    "read_cadence",
     "swing_index",
+    "swing_ratio",
 ]
 
 # The mixture over the alternative's rate ratio r: spread over the regressions worth catching,
@@ -77,6 +79,11 @@ SWING_SECONDS = 3_600
 MIN_SWING_SECONDS = 1_800
 SWING_RATIO = 4.5  # how much more the rate must wander between minutes than between 10 s
 SWING_MIN_INDEX = 3.0  # and how much more than Poisson noise between minutes
+# Through reads further apart than the short block (scrapes), the short index compares reads a
+# scrape apart, which already share part of a minute's swing: at two reads a minute, slow
+# swings show only about 3.5 times more between minutes (a fleet that wobbles every 10 s, 1 to
+# 2 times). The ratio asked for goes down linearly to this at that cadence, and stays there.
+SWING_RATIO_SPARSE = 2.0
 _CHI2_MEDIAN = 0.4549  # the median of a chi-squared variable with one degree of freedom
 
 # the layout of ``Detector.checkpoint``: a checkpoint of another layout is refused, and the
@@ -640,9 +647,30 @@ def block_seconds_for(stable: Sequence[Counts], configured: int) -> int:
         return configured
     slow = swing_index(recent, SLOW_BLOCK_SECONDS)
     fast = swing_index(recent, configured)
-    if slow >= SWING_MIN_INDEX and slow >= SWING_RATIO * fast:
+    if slow >= SWING_MIN_INDEX and slow >= swing_ratio(read_cadence(recent), configured) * fast:
         return SLOW_BLOCK_SECONDS
     return configured
+
+
+def read_cadence(stable: Sequence[Counts]) -> float:
+    """The median number of seconds between consecutive seconds with traffic: 1 for reports
+    every second, the scrape interval for counts read from Prometheus (1 without traffic)."""
+    seconds = [second for second, counts in enumerate(stable) if counts.requests]
+    gaps = [after - before for before, after in itertools.pairwise(seconds)]
+    return float(statistics.median(gaps)) if gaps else 1.0
+
+
+def swing_ratio(cadence: float, configured: int) -> float:
+    """How many times its wander between ``configured``-second blocks the wander between
+    minutes must be for minute blocks: ``SWING_RATIO`` while reads come at least every
+    ``configured`` seconds, down linearly to ``SWING_RATIO_SPARSE`` at two reads a minute
+    (measured on fleets swinging every minute against ones wobbling every 10 s:
+    ``docs/detection.md``, Slow swings)."""
+    sparse = SLOW_BLOCK_SECONDS / 2
+    if cadence <= configured or configured >= sparse:
+        return SWING_RATIO
+    share = min(1.0, (cadence - configured) / (sparse - configured))
+    return SWING_RATIO - share * (SWING_RATIO - SWING_RATIO_SPARSE)
 
 
 _DETECTOR_FIELDS = (
