@@ -134,8 +134,10 @@ def coarsened(histograms: Ints, low: int, edges_ms: Sequence[float]) -> tuple[In
     width = histograms.shape[2]
     middles = GROWTH ** (low + np.arange(width) + 0.5)
     holding = np.searchsorted(np.asarray(edges_ms, dtype=float), middles)  # le index; len: +Inf
+    # each edge read back as the server reads a whole histogram with these edges (``+Inf``
+    # just above the largest finite one): one request in that bucket, none in the others
     les = [*edges_ms, math.inf]
-    read_at = [min(latency_histogram({le: 1.0})) for le in les]
+    read_at = [min(latency_histogram({other: float(other >= le) for other in les})) for le in les]
     targets = np.asarray([read_at[k] for k in holding])
     new_low = int(targets.min())
     mapping = np.zeros((width, int(targets.max()) - new_low + 1), dtype=np.int64)

@@ -166,6 +166,12 @@ def test_minute_swings_must_stand_out_less_through_sparse_reads() -> None:
     assert swing_ratio(30, 10) == swing_ratio(60, 10) == SWING_RATIO_SPARSE
 
 
+def test_longer_short_blocks_ask_what_reads_as_far_apart_ask() -> None:
+    # a short block of 30 s compares what scrapes 30 s apart compare
+    assert swing_ratio(1, 30) == swing_ratio(30, 10) == SWING_RATIO_SPARSE
+    assert swing_ratio(1, 20) == swing_ratio(20, 10)
+
+
 def test_scrapes_thirty_seconds_apart_show_a_fleet_swinging_every_minute() -> None:
     # swings out of step with the scrapes: each minute's is seen by two scrapes only partly
     history = scraped(swinging(SWING_SECONDS, 60, phase=13), 30)
@@ -175,3 +181,56 @@ def test_scrapes_thirty_seconds_apart_show_a_fleet_swinging_every_minute() -> No
 def test_scrapes_thirty_seconds_apart_of_a_fleet_wobbling_every_ten_seconds_keep_ten() -> None:
     history = scraped(swinging(SWING_SECONDS, 10, phase=13), 30)
     assert block_seconds_for(history, 10) == 10
+
+
+def lumped_canary_dispersions(
+    history: Sequence[Counts], interval: int, seconds: int
+) -> list[float]:
+    """The error test's dispersion at each scrape of a canary at stable's 1 % (900 and 100
+    requests a second), scraped every ``interval`` seconds after ``history``."""
+    detector = Detector()
+    detector.prime(history)
+    out = []
+    for second in range(seconds):
+        if (second + 1) % interval:
+            detector.update(second, Counts(), Counts())
+            continue
+        detector.update(
+            second, Counts(900 * interval, 9 * interval), Counts(100 * interval, interval)
+        )
+        out.append(detector.errors.dispersion)
+    return out
+
+
+def test_a_steady_fleet_s_canary_scraped_every_fifteen_seconds_is_tempered_little() -> None:
+    # a scrape's counts stand for its fifteen seconds, not for one second of a block's ten
+    assert max(lumped_canary_dispersions(scraped(stable(600, (0.01,)), 15), 15, 60)) < 2
+
+
+def test_a_wobble_between_thirty_second_scrapes_tempers_the_canary_s_scrapes() -> None:
+    # the blocks between two scrapes hold no counts: skipped, not taken for a steady rate
+    history = scraped(stable(600, (0.005, 0.015), period=30), 30)
+    assert min(lumped_canary_dispersions(history, 30, 90)) > 10
+
+
+def test_counts_after_a_gap_of_over_a_minute_stand_for_one_second() -> None:
+    wobbling = stable(600, (0.005, 0.015))
+    detector = Detector()
+    detector.prime(wobbling)
+    for second in range(2 * MAX_READ_GAP_SECONDS):
+        detector.update(second, Counts(), Counts())
+    detector.update(2 * MAX_READ_GAP_SECONDS, Counts(900, 9), Counts(100, 1))
+    assert detector.errors.dispersion > 0.8 * first_second_dispersion(wobbling)
+
+
+def test_a_block_the_canary_was_silent_in_for_a_while_counts_as_a_whole_block() -> None:
+    # its variance scaled to a whole block's, which the drift's dispersion is computed for
+    def dispersion_after_the_first_block(silent: int) -> float:
+        detector = Detector()
+        detector.prime(stable(600, (0.005, 0.015)))
+        for second in range(16):
+            canary = Counts() if second < silent else Counts(100, 1)
+            detector.update(second, Counts(900, 9), canary)
+        return detector.errors.dispersion
+
+    assert dispersion_after_the_first_block(5) > 0.9 * dispersion_after_the_first_block(0)

@@ -84,6 +84,7 @@ SWING_MIN_INDEX = 3.0  # and how much more than Poisson noise between minutes
 # swings show only about 3.5 times more between minutes (a fleet that wobbles every 10 s, 1 to
 # 2 times). The ratio asked for goes down linearly to this at that cadence, and stays there.
 SWING_RATIO_SPARSE = 2.0
+_SWING_SHORT = 10  # the short block SWING_RATIO was set for
 _CHI2_MEDIAN = 0.4549  # the median of a chi-squared variable with one degree of freedom
 
 # the layout of ``Detector.checkpoint``: a checkpoint of another layout is refused, and the
@@ -662,14 +663,14 @@ def read_cadence(stable: Sequence[Counts]) -> float:
 
 def swing_ratio(cadence: float, configured: int) -> float:
     """How many times its wander between ``configured``-second blocks the wander between
-    minutes must be for minute blocks: ``SWING_RATIO`` while reads come at least every
-    ``configured`` seconds, down linearly to ``SWING_RATIO_SPARSE`` at two reads a minute
-    (measured on fleets swinging every minute against ones wobbling every 10 s:
-    ``docs/detection.md``, Slow swings)."""
+    minutes must be for minute blocks. What the short index compares is blocks of
+    ``configured`` seconds, or reads ``cadence`` apart when those are further apart: at 10 s
+    (or less) ``SWING_RATIO``, down linearly to ``SWING_RATIO_SPARSE`` at half a minute (two a
+    minute) and beyond (measured on fleets swinging every minute against ones wobbling every
+    10 s: ``docs/detection.md``, Slow swings)."""
+    scale = max(cadence, configured)
     sparse = SLOW_BLOCK_SECONDS / 2
-    if cadence <= configured or configured >= sparse:
-        return SWING_RATIO
-    share = min(1.0, (cadence - configured) / (sparse - configured))
+    share = min(1.0, max(0.0, (scale - _SWING_SHORT) / (sparse - _SWING_SHORT)))
     return SWING_RATIO - share * (SWING_RATIO - SWING_RATIO_SPARSE)
 
 
