@@ -105,7 +105,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import math
 import sys
 import time
@@ -135,7 +134,7 @@ from canaryguard.domain.models import RollbackConfig
 if __package__ in (None, ""):  # run as a script (python bench/x.py): make bench.* importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.options import positive
+from bench.options import add_simulation_options, positive, write_report
 from bench.tables import markdown_table
 
 Floats = npt.NDArray[np.float64]
@@ -1297,8 +1296,7 @@ def run(args: argparse.Namespace) -> int:
                 s.name: Counter(c for c in outcomes[s.name].conditions if c) for s in chosen
             },
         }
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nwrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 
@@ -1314,8 +1312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_SCENARIOS,
         help="default: all",
     )
-    parser.add_argument("--workers", type=positive, default=2, help="simulation processes")
-    parser.add_argument("--seed", type=int, default=1)
+    add_simulation_options(parser)
     parser.add_argument(
         "--history",
         type=int,
@@ -1333,7 +1330,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--canaries", type=int, default=1000, help="for the CPU per tick; 0: skip")
     parser.add_argument("--cpu-ticks", type=positive, default=60)
     parser.add_argument("--quick", action="store_true", help="100 / 200 / 500 runs by default")
-    parser.add_argument("--json", metavar="PATH", help="also write the results there")
     args = parser.parse_args(argv)
     quick = args.quick
     args.runs = args.runs or (100 if quick else 500)

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -97,7 +96,7 @@ from bench.detection import (
     seconds_text,
     simulate,
 )
-from bench.options import positive
+from bench.options import add_simulation_options, positive, write_report
 from bench.tables import markdown_table
 
 INTERVALS = (1, 5, 15, 30)
@@ -490,8 +489,7 @@ def run(args: argparse.Namespace) -> int:
                 for row in (Row(scenario, str(interval), o.times[:, k]),)
             ],
         }
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nwrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 
@@ -513,8 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=list(DEFAULT_SCENARIOS),
         help=f"bench/detection.py's scenarios (default: {' '.join(DEFAULT_SCENARIOS)})",
     )
-    parser.add_argument("--workers", type=positive, default=2, help="simulation processes")
-    parser.add_argument("--seed", type=int, default=1)
+    add_simulation_options(parser)
     parser.add_argument(
         "--history",
         type=int,
@@ -528,7 +525,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="latency buckets: canaryguard's own, or the Prometheus clients' defaults",
     )
     parser.add_argument("--quick", action="store_true", help="100 / 250 runs by default")
-    parser.add_argument("--json", metavar="PATH", help="also write the results there")
     args = parser.parse_args(argv)
     args.runs = args.runs or (100 if args.quick else 500)
     args.null_runs = args.null_runs or (250 if args.quick else 1500)

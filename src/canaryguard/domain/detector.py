@@ -626,13 +626,18 @@ def observed_seconds(stable: Sequence[Counts]) -> int:
     covers itself and the seconds since the one before with requests, when that is at most
     ``MAX_READ_GAP_SECONDS`` back (a scrape's counts stand for the interval since the last;
     a longer gap is a gap)."""
-    covered, last = 0, None
-    for second, counts in enumerate(stable):
-        if counts.requests:
-            since = second - last if last is not None else 1
-            covered += since if since <= MAX_READ_GAP_SECONDS else 1
-            last = second
-    return covered
+    gaps = _read_gaps(stable)
+    if gaps is None:
+        return 0
+    return 1 + sum(gap if gap <= MAX_READ_GAP_SECONDS else 1 for gap in gaps)
+
+
+def _read_gaps(stable: Sequence[Counts]) -> list[int] | None:
+    """The seconds between consecutive seconds with traffic; None without any traffic."""
+    seconds = [second for second, counts in enumerate(stable) if counts.requests]
+    if not seconds:
+        return None
+    return [after - before for before, after in itertools.pairwise(seconds)]
 
 
 def block_seconds_for(stable: Sequence[Counts], configured: int) -> int:
@@ -656,8 +661,7 @@ def block_seconds_for(stable: Sequence[Counts], configured: int) -> int:
 def read_cadence(stable: Sequence[Counts]) -> float:
     """The median number of seconds between consecutive seconds with traffic: 1 for reports
     every second, the scrape interval for counts read from Prometheus (1 without traffic)."""
-    seconds = [second for second, counts in enumerate(stable) if counts.requests]
-    gaps = [after - before for before, after in itertools.pairwise(seconds)]
+    gaps = _read_gaps(stable)
     return float(statistics.median(gaps)) if gaps else 1.0
 
 
