@@ -87,6 +87,13 @@ do not use history.
   no-regression scenario with the same nuisance, at canaryguard's rate there. The table also
   shows what the lines matched on steady traffic do there: how fast, and how many good
   canaries they roll back.
+- each baseline with ``one line`` (when the goals' three no-regression scenarios run: steady,
+  incident on both sides, over-dispersed): the line a user would deploy, one for whatever traffic
+  comes, as canaryguard runs with one configuration. Per baseline, the line is matched to
+  canaryguard's rate on each of the three (steady: the calibration runs) and the strictest of
+  the three is kept, so that it rolls back no more good canaries than canaryguard on any of
+  them. The goals are judged against these too, beside the per-traffic match above, which lets
+  a baseline know which traffic it will see.
 
 Baselines only look at the end of their intervals, so each run keeps its checks' statistics and
 the decisions for any line are taken afterwards, vectorised. A detection counts when the rollback
