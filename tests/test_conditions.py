@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from canaryguard.domain.checks import cel_context, evaluate
-from canaryguard.domain.conditions import Condition
+from canaryguard.domain.conditions import STORED_CONTEXT, Condition
 from canaryguard.domain.models import MetricsSnapshot, VariantMetrics
 from canaryguard.wiring import load_extensions
 
@@ -86,6 +86,15 @@ def test_cel_sees_every_figure_as_a_double() -> None:
         ("canary.p99 > 1.0", "unknown field.s. p99;"),
         ('canary.p99_ms + "x" > 1.0', "does not type-check"),
         ("canary.p99_ms", "must give true or false"),
+        ("1 / 0 > 0", "does not evaluate.*ZeroDivisionError"),
+        ("[1, 2][5] == 1", "does not evaluate.*IndexError"),
+        ("9223372036854775807 + 1 > 0", "does not evaluate"),
+        ("[1, 2].exists(x, x > 1)", "uses exists: comprehensions are not allowed"),
+        ("[1].map(x, [x]).size() > 0", "uses map"),
+        ("canary.requests > 2.0 && (canary).foo > 1.0", r"unknown field.s. foo;"),
+        ('canary.requests > 2.0 && canary["foo"] > 1.0', r"unknown field.s. foo;"),
+        ("window_seconds.foo > 1.0", r"unknown field.s. foo;"),
+        ("canary.requests > 1.0 \x00", "no control characters"),
     ],
 )
 def test_a_bad_cel_expression_is_refused_when_saved(expression: str, message: str) -> None:
@@ -121,6 +130,14 @@ def test_an_extension_that_is_not_installed_never_fires() -> None:
         ({"kind": "cel"}, "needs an expression"),
         ({"kind": "cel", "expression": "true", "threshold": 1}, "takes no threshold"),
         ({"kind": "extension"}, "names its extension"),
+        ({"kind": "error_rate", "threshold": 0.1, "statistic": "p99"}, "takes no statistic"),
+        ({"kind": "error_rate", "threshold": 0.1, "params": {"a": 1}}, "takes no params"),
+        ({"kind": "cel", "expression": "true", "params": {"a": 1}}, "takes no params"),
+        ({"kind": "cel", "expression": "true", "statistic": "p99"}, "takes no statistic"),
+        ({"kind": "extension", "extension": "x", "threshold": 1}, "takes no threshold"),
+        ({"kind": "extension", "extension": "x", "relative": True}, "takes no threshold"),
+        ({"kind": "extension", "extension": "x", "expression": "true"}, "takes no expression"),
+        ({"kind": "error_rate", "threshold": 0.1, "name": "a\x00b"}, "no control characters"),
     ],
 )
 def test_an_incomplete_condition_is_refused(fields: dict[str, Any], message: str) -> None:
@@ -162,3 +179,24 @@ def test_extensions_are_loaded_from_their_entry_points(
     assert loaded["budget"](metrics({"requests": 10, "errors": 5}), {"limit": 1})
     assert "broken" not in loaded
     assert any("'broken' failed to load" in notice for notice in notices)
+
+
+def test_cel_text_in_string_literals_is_not_read_as_fields_or_macros() -> None:
+    condition = Condition(
+        kind="cel", expression="canary.error_rate > 0.02 && 'x.foo.exists(' != 'x.bar'"
+    )
+    assert evaluate(condition, metrics({"requests": 1000, "errors": 30})).fired
+
+
+def test_a_relative_condition_without_stable_traffic_is_not_judged() -> None:
+    condition = Condition(kind="response_time", threshold=1.5, relative=True, statistic="p99")
+    result = evaluate(condition, metrics({"requests": 1000, "p99_ms": 55.0}, {"requests": 0}))
+    assert not result.fired
+    assert "0 stable requests" in result.reason
+
+
+def test_a_stored_condition_is_read_back_without_compiling_it_again() -> None:
+    stored = Condition(kind="cel", expression="canary.mean_ms > 100.0").model_dump()
+    stored["expression"] = "not a valid expression ("  # as if CEL's rules had changed since
+    read = Condition.model_validate(stored, context=STORED_CONTEXT)
+    assert read.expression == "not a valid expression ("

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import canaryguard.engine.monitor as monitor_module
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.adapters.store.database import SqlStore
@@ -45,13 +47,17 @@ async def record_second(
     canary_errors: int,
     stable_errors: int = 9,
     canary_latency: float = 50.0,
+    canary_requests: int = 100,
+    stable_requests: int = 900,
 ) -> None:
     """One second (the clock's current one) of 900 stable and 100 canary requests."""
     at = app.ports.clock.now()
     for variant, requests, errors, latency in (
-        ("stable", 900, stable_errors, 50.0),
-        ("canary", 100, canary_errors, canary_latency),
+        ("stable", stable_requests, stable_errors, 50.0),
+        ("canary", canary_requests, canary_errors, canary_latency),
     ):
+        if not requests:
+            continue
         await app.observations.record(
             NAME,
             variant,
@@ -73,6 +79,8 @@ async def traffic(
     canary_errors: int,
     stable_errors: int = 9,
     canary_latency: float = 50.0,
+    canary_requests: int = 100,
+    stable_requests: int = 900,
 ) -> list[Any]:
     """``seconds`` of 900 stable and 100 canary requests a second, ticking the monitor."""
     clock = app.ports.clock
@@ -85,6 +93,8 @@ async def traffic(
             canary_errors=canary_errors,
             stable_errors=stable_errors,
             canary_latency=canary_latency,
+            canary_requests=canary_requests,
+            stable_requests=stable_requests,
         )
         clock.advance(1)
         decisions += await app.monitor.tick()
@@ -547,3 +557,100 @@ async def test_a_resumed_run_keeps_the_start_second_it_was_judged_from(
         assert after.judge.started_at == before.judge.started_at
         until = app.monitor.until(clock.now())
         assert after.judge.metrics(until) == before.judge.metrics(until)
+
+
+async def test_switching_automatic_rollback_off_in_the_veto_window_keeps_the_canary(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app, veto_seconds=30)
+    [pending] = await traffic(app, 30, revision=revision, canary_errors=10)
+    assert pending.rollback_id is None
+    await app.deployments.configure(NAME, changes={"auto_rollback_enabled": False}, actor=ACTOR)
+    assert await traffic(app, 40, revision=revision, canary_errors=10) == []
+    assert (await app.deployments.get(NAME)).state is DeploymentState.CANARY_ACTIVE
+
+
+async def test_switching_automatic_rollback_on_again_runs_the_waiting_rollback(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app, veto_seconds=30)
+    await traffic(app, 30, revision=revision, canary_errors=10)
+    await app.deployments.configure(NAME, changes={"auto_rollback_enabled": False}, actor=ACTOR)
+    await traffic(app, 40, revision=revision, canary_errors=10)
+    await app.deployments.configure(NAME, changes={"auto_rollback_enabled": True}, actor=ACTOR)
+    [done] = await traffic(app, 1, revision=revision + 2, canary_errors=10)
+    assert done.rollback_id is not None
+
+
+async def test_a_veto_whose_audit_write_outlasts_the_window_stops_the_rollback(
+    app: CanaryGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    revision = await start(app, veto_seconds=30)
+    [pending] = await traffic(app, 30, revision=revision, canary_errors=10)
+    clock = app.ports.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance((pending.veto_until - clock.now()).total_seconds() - 0.5)
+    real = monitor_module.unit_of_work
+
+    @asynccontextmanager
+    async def slow_unit(ports: Any, actor: str) -> AsyncIterator[Any]:
+        async with real(ports, actor) as unit:
+            yield unit
+            await asyncio.sleep(0.2)  # a database slow to take the veto's audit record
+
+    monkeypatch.setattr(monitor_module, "unit_of_work", slow_unit)
+    veto = asyncio.create_task(app.monitor.veto(NAME, actor="alice"))
+    await asyncio.sleep(0)  # the veto is writing its audit record
+    clock.advance(1)  # and the window ends meanwhile
+    assert await app.monitor.tick() == []
+    assert (await veto).vetoed_by == "alice"
+    assert (await app.deployments.get(NAME)).state is DeploymentState.CANARY_ACTIVE
+
+
+async def test_rollbacks_refused_at_every_tick_do_not_pile_up_as_decisions(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app, confirmation_timeout_seconds=3_600)
+    await app.rollbacks.request(NAME, reason="looking into it", actor="alice")
+    await traffic(app, 60, revision=revision, canary_errors=10)  # refused: one is pending
+    assert list(app.monitor.decisions) == []
+
+
+async def test_raising_the_warm_up_mid_run_leaves_the_run_judged(app: CanaryGuard) -> None:
+    revision = await start(app)
+    await traffic(app, 3, revision=revision, canary_errors=1)
+    await app.deployments.configure(NAME, changes={"warmup_seconds": 600}, actor=ACTOR)
+    [decision] = await traffic(app, 30, revision=revision + 1, canary_errors=30)
+    assert decision.rollback_id is not None
+
+
+async def test_a_canary_brought_back_by_a_rollback_is_judged_as_a_new_run(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app)
+    [first] = await traffic(app, 30, revision=revision, canary_errors=3)
+    rolled_back = await app.deployments.get(NAME)
+    await traffic(app, 3, revision=rolled_back.revision, canary_errors=0, canary_requests=0)
+    pre = (await app.rollbacks.get(first.rollback_id)).pre_snapshot_id
+    back = await app.rollbacks.rollback(NAME, to=pre, reason="put the canary back", actor=ACTOR)
+    restored = await app.deployments.get(NAME)
+    assert restored.run_id == back.pre_snapshot_id != rolled_back.run_id
+    # healthy now: the bad seconds of the run the snapshot was taken in are not judged again
+    assert await traffic(app, 20, revision=restored.revision, canary_errors=1) == []
+    watch = app.monitor.watch(NAME)
+    assert watch is not None
+    assert watch.judge.started_at >= int(restored.state_since.timestamp())
+
+
+async def test_a_veto_does_not_carry_over_to_a_canary_brought_back(app: CanaryGuard) -> None:
+    revision = await start(app, veto_seconds=30)
+    await traffic(app, 30, revision=revision, canary_errors=10)
+    await app.monitor.veto(NAME, actor="alice")
+    record = await app.rollbacks.rollback(NAME, reason="by hand", actor=ACTOR)
+    rolled_back = await app.deployments.get(NAME)
+    await traffic(app, 3, revision=rolled_back.revision, canary_errors=0, canary_requests=0)
+    await app.rollbacks.rollback(NAME, to=record.pre_snapshot_id, reason="look again", actor=ACTOR)
+    restored = await app.deployments.get(NAME)
+    decisions = await traffic(app, 60, revision=restored.revision, canary_errors=10)
+    assert decisions  # judged afresh; rolled back once its new veto window ended
+    assert (await app.deployments.get(NAME)).state is DeploymentState.ROLLED_BACK

@@ -94,6 +94,23 @@ def _broken(
 Extension = Callable[[MetricsSnapshot, Mapping[str, float | str | bool]], bool]
 
 
+def _too_few(condition: Condition, metrics: MetricsSnapshot) -> str:
+    """Why ``condition`` is not judged on so few requests, or "" when it is."""
+    if metrics.canary.requests < condition.min_requests:
+        return (
+            f"{metrics.canary.requests} canary requests, fewer than "
+            f"{condition.min_requests}: not judged"
+        )
+    if condition.relative and metrics.stable.requests < condition.min_requests:
+        # too little of stable to compare with (none at all: its rates read as 0, and any
+        # canary would be "worse")
+        return (
+            f"{metrics.stable.requests} stable requests, fewer than "
+            f"{condition.min_requests}: nothing to compare with, not judged"
+        )
+    return ""
+
+
 def evaluate(
     condition: Condition,
     metrics: MetricsSnapshot,
@@ -105,14 +122,9 @@ def evaluate(
     ``extension``: the loaded Python condition an ``extension`` condition names."""
     window = metrics.window_seconds
     base = {"condition": condition.label, "fired_as": FIRED_AS[condition.kind]}
-    if metrics.canary.requests < condition.min_requests:
-        return ConditionResult(
-            **base,
-            fired=False,
-            window_seconds=window,
-            reason=f"{metrics.canary.requests} canary requests, fewer than "
-            f"{condition.min_requests}: not judged",
-        )
+    too_few = _too_few(condition, metrics)
+    if too_few:
+        return ConditionResult(**base, fired=False, window_seconds=window, reason=too_few)
     if condition.kind is ConditionKind.EXTENSION:
         try:
             fired = extension is not None and bool(extension(metrics, condition.params))

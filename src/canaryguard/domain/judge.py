@@ -104,12 +104,19 @@ def snapshot_of(
 _DEFAULT_BLOCK = DetectorConfig().block_seconds
 
 
-def run_start(deployment: Deployment, baseline: SnapshotInfo | None) -> tuple[datetime, int]:
-    """When a canary run began and the first revision of it, from the snapshot its start wrote
-    (not from the state's start or the revision now, which a split change moves)."""
-    if baseline is not None and baseline.kind is SnapshotKind.BEFORE_CANARY:
-        return baseline.created_at, baseline.revision + 1
+def run_start(deployment: Deployment, begun: SnapshotInfo | None) -> tuple[datetime, int]:
+    """When a canary run began and the first revision of it, from the snapshot that began it
+    (``Deployment.run_id``: the canary's start wrote it, or an immediate rollback that
+    brought the canary back), not from the state's start or the revision now, which a split
+    change moves; without one, from those."""
+    if begun is not None and begun.kind in _RUN_BEGINNINGS:
+        return begun.created_at, begun.revision + 1
     return deployment.state_since, deployment.revision
+
+
+# the snapshots that begin a run, each written in the transaction that begins it (so the run's
+# first revision is the snapshot's next)
+_RUN_BEGINNINGS = frozenset({SnapshotKind.BEFORE_CANARY, SnapshotKind.BEFORE_ROLLBACK})
 
 
 def history_span(config: RollbackConfig) -> int:
@@ -236,9 +243,12 @@ class Judge:
 
     @property
     def warming_up(self) -> bool:
-        """Within ``warmup_seconds`` of the canary's start: nothing is judged yet."""
+        """Within ``warmup_seconds`` of the canary's start: nothing is judged yet. The warm-up
+        is the run's own, fixed when it started (the detector keeps it, through checkpoints
+        too): a change of ``warmup_seconds`` applies from the next run, and cannot silence a
+        run already past its warm-up."""
         last = self.started_at if self.last_second is None else self.last_second
-        return last - self.started_at < self.config.warmup_seconds
+        return last - self.started_at < self.detector.config.warmup_seconds
 
     def _program(self, index: int, condition: Condition) -> cel.Program | None:
         if condition.kind is not ConditionKind.CEL:

@@ -285,8 +285,20 @@ class Deployment(_Frozen):
         description="the snapshot taken when the current (or last promoted) canary started: "
         "what a rollback without a target returns to",
     )
+    canary_run: str | None = Field(
+        default=None,
+        description="what began the current canary run when a rollback restored the canary "
+        "(the pre-rollback snapshot): a new run, judged afresh; null: the canary's start "
+        "(baseline_snapshot_id) began it",
+    )
     created_at: AwareDatetime
     updated_at: AwareDatetime
+
+    @property
+    def run_id(self) -> str | None:
+        """The current (or last) canary run: what its judgement, checkpoint and veto are
+        kept under."""
+        return self.canary_run or self.baseline_snapshot_id
 
 
 class Assignment(_Frozen):

@@ -139,6 +139,7 @@ def start_canary(
         split=split,
         state=state_for_canary(canary_basis_points),
         baseline_snapshot_id=baseline_snapshot_id,
+        canary_run=None,  # begun by its start: the baseline snapshot
     )
 
 
@@ -210,13 +211,15 @@ def fail(deployment: Deployment, *, reason: str, now: datetime) -> Deployment:
 
 
 def restore(
-    deployment: Deployment, snapshot: Snapshot, *, reason: str, now: datetime
+    deployment: Deployment, snapshot: Snapshot, *, reason: str, now: datetime, run: str
 ) -> Deployment:
     """Give ``deployment`` back exactly the policies and split ``snapshot`` saved.
 
     The rollback configuration is kept as it is now: it is the operator's guard, not rollout
     state, and a rollback must not quietly undo a tightened threshold. The state becomes the
-    saved canary's state when the snapshot had a canary, else ``rolled_back``.
+    saved canary's state when the snapshot had a canary, else ``rolled_back``. A canary brought
+    back is a new run, ``run`` (the rollback's own pre-rollback snapshot): judged afresh from
+    now, not on the evidence, checkpoint or veto of the run the snapshot was taken in.
     """
     check_transition(deployment.state, Action.ROLLBACK)
     if snapshot.deployment != deployment.name:
@@ -236,6 +239,7 @@ def restore(
         state_since=now,
         state_reason=reason,
         baseline_snapshot_id=snapshot.baseline_snapshot_id if has_canary else None,
+        canary_run=run if has_canary else None,
     )
 
 

@@ -404,7 +404,11 @@ class RollbackExecutor:
         """The last stage: the target snapshot restored exactly; the rollback completed."""
         target = await self._manager.target(unit, current, record.target_snapshot_id)
         reason = record.reason if escalated is None else f"{record.reason} (escalated: {escalated})"
-        restored = rollout.restore(current, target, reason=reason, now=unit.now)
+        # a canary brought back starts a new run here, not at the staged rollback's start (its
+        # pre-rollback snapshot): no snapshot marks this moment, so the run is named for the
+        # rollback, and the monitor takes its start from the state it finds (this one)
+        run = f"{record.id}/restored"
+        restored = rollout.restore(current, target, reason=reason, now=unit.now, run=run)
         await unit.tx.deployments.update(restored, expected_revision=current.revision)
         index = len(record.stages) - 1
         marked = await self._mark(unit, record, index, restored)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -61,6 +62,7 @@ MAX_CATCH_UP = 3_600  # seconds judged in one tick after a stall; older ones are
 # (bench/checkpoints.py): every 30 s, a tenth to a fifth of the monitor's time
 CHECKPOINT_SECONDS = 30
 VETOED = "rollback.auto_vetoed"  # the audit action of a veto
+DECISIONS_KEPT = 1_000  # the latest decisions ``Monitor.decisions`` keeps
 AUDIT_PAGE = 1_000
 
 
@@ -119,7 +121,10 @@ class Monitor:
         self.extra_settle: Callable[[], int] = lambda: 0
         self.extensions: dict[str, Extension] = dict(extensions or {})
         self._watches: dict[str, Watch] = {}
-        self.decisions: list[Decision] = []
+        # the latest decisions, oldest first: a rollback refused as a conflict (a manual one
+        # waits for confirmation) is taken out again, so a run that is decided anew every
+        # tick does not pile them up, and the bound keeps a long-lived process's memory flat
+        self.decisions: deque[Decision] = deque(maxlen=DECISIONS_KEPT)
         # with several replicas, only the holder of the controller lease judges and acts
         self.leadership: Leadership | None = None
         # since when this monitor has been judging (None: not now): runs that started before
@@ -170,16 +175,17 @@ class Monitor:
             active = {
                 d.name: d
                 for d in deployments
-                if d.canary is not None and d.state in JUDGED_STATES and d.baseline_snapshot_id
+                if d.canary is not None and d.state in JUDGED_STATES and d.run_id
             }
             for d in active.values():
                 watch = self._watches.get(d.name)
-                if watch is None or watch.run != d.baseline_snapshot_id:
-                    sealed = await tx.snapshots.get(d.baseline_snapshot_id or "")
-                    baselines[d.name] = sealed.info if sealed is not None else None
+                if watch is None or watch.run != d.run_id:
+                    sealed = await tx.snapshots.get(d.run_id or "")
+                    begun = sealed.info if sealed is not None else None
+                    baselines[d.name] = begun
                     checkpoints[d.name] = await _checkpoint_of(tx, d)
-                    if sealed is not None and sealed.info.created_at < self._judging_since:
-                        veto = await _veto_of(tx, d.name, sealed.info.id)
+                    if run_start(d, begun)[0] < self._judging_since:
+                        veto = await _veto_of(tx, d.name, d.run_id or "")
                         if veto is not None:
                             vetoes[d.name] = veto
         watched = {w.run for w in self._watches.values()}
@@ -244,7 +250,7 @@ class Monitor:
         baseline: SnapshotInfo | None,
         checkpoint: RunCheckpoint | None,
     ) -> Watch:
-        run = deployment.baseline_snapshot_id or ""
+        run = deployment.run_id or ""
         watch = self._watches.get(deployment.name)
         if watch is not None and watch.run == run:
             watch.judge.reconfigure(deployment.config)
@@ -398,6 +404,10 @@ class Monitor:
         assert decision is not None  # noqa: S101 - only called with one
         if decision.rollback_id or decision.vetoed_by:
             return None
+        if not deployment.config.auto_rollback_enabled:
+            # switched off while the rollback waited (its veto window, a retry): it waits on,
+            # and runs at the first tick after automatic rollback is switched back on
+            return None
         if decision.veto_until is not None and now < decision.veto_until:
             return None
         if watch.retry_at is not None and now < watch.retry_at:
@@ -425,6 +435,7 @@ class Monitor:
             # changed under us (promoted, aborted, split changed): judge again next tick
             log.warning("%s: automatic rollback not applied: %s", deployment.name, exc)
             watch.decision = None
+            self._forget(decision)
             return None
         except CanaryGuardError:
             # recorded as a failed rollback by the manager; retried, backing off up to 5 min,
@@ -437,8 +448,21 @@ class Monitor:
             return None
         done = replace(decision, rollback_id=record.id)
         watch.decision = done
-        self.decisions[self.decisions.index(decision)] = done
+        self._replace(decision, done)
         return done
+
+    def _replace(self, old: Decision, new: Decision) -> None:
+        for index, kept in enumerate(self.decisions):
+            if kept is old:
+                self.decisions[index] = new
+                return
+        self.decisions.append(new)  # dropped by the bound meanwhile: kept as the newest
+
+    def _forget(self, decision: Decision) -> None:
+        for index, kept in enumerate(self.decisions):
+            if kept is decision:
+                del self.decisions[index]
+                return
 
     async def veto(self, deployment: str, *, actor: str) -> Decision:
         """Cancel a pending automatic rollback within its veto window (audited). The canary run
@@ -465,23 +489,29 @@ class Monitor:
             raise Conflict(
                 f"the veto window of {deployment!r} ended at {decision.veto_until.isoformat()}"
             )
-        async with unit_of_work(self._ports, actor) as unit:
-            await unit.audit(
-                VETOED,
-                deployment=deployment,
-                reason=decision.reason,
-                details={
-                    "condition": decision.condition,
-                    "veto_until": decision.veto_until.isoformat(),
-                    "run": watch.run,  # so a process that takes the run over keeps the veto
-                },
-            )
-        now_watching = self._watches.get(deployment)
-        if now_watching is None or now_watching.decision != decision:  # ended while auditing
-            raise Conflict(f"the automatic rollback of {deployment!r} is no longer pending")
+        # vetoed before the audit record is written, not after: a tick that runs while the
+        # write waits on the database (the window may end meanwhile) must not roll back
         vetoed = replace(decision, vetoed_by=actor)
-        now_watching.decision = vetoed
-        self.decisions[self.decisions.index(decision)] = vetoed
+        watch.decision = vetoed
+        self._replace(decision, vetoed)
+        try:
+            async with unit_of_work(self._ports, actor) as unit:
+                await unit.audit(
+                    VETOED,
+                    deployment=deployment,
+                    reason=decision.reason,
+                    details={
+                        "condition": decision.condition,
+                        "veto_until": decision.veto_until.isoformat(),
+                        "run": watch.run,  # so a process that takes the run over keeps the veto
+                    },
+                )
+        except BaseException:
+            # not on record, so not vetoed: the rollback waits for its window as before
+            if watch.decision is vetoed:
+                watch.decision = decision
+            self._replace(vetoed, decision)
+            raise
         return vetoed
 
 
@@ -501,7 +531,7 @@ async def _checkpoint_of(tx: Transaction, deployment: Deployment) -> RunCheckpoi
     """The saved detector of the deployment's run; one that cannot be read is set aside (the
     run is then retraced) rather than stopping every canary's judgement at every tick."""
     try:
-        return await tx.checkpoints.get(deployment.baseline_snapshot_id or "")
+        return await tx.checkpoints.get(deployment.run_id or "")
     except CheckpointError as exc:
         log.warning("%s: detector checkpoint not used (%s)", deployment.name, exc)
         return None

@@ -119,7 +119,7 @@ class MetricsPuller:
         async with self._ports.store.read() as tx:
             deployments = [d for d in await tx.deployments.all() if d.config.prometheus]
             for d in deployments:
-                run = d.baseline_snapshot_id
+                run = d.run_id
                 if d.canary is None or run is None:
                     continue
                 if run not in self._run_starts:
@@ -146,7 +146,7 @@ class MetricsPuller:
         for deployment in deployments:
             if deployment.name in self._reading:
                 continue
-            since = runs.get(deployment.baseline_snapshot_id or "")
+            since = runs.get(deployment.run_id or "")
             read = asyncio.create_task(self._limited(deployment, now, since))
             self._reading[deployment.name] = read
             read.add_done_callback(functools.partial(self._read_ended, deployment.name))

@@ -214,7 +214,7 @@ class RollbackManager:
             trigger_metrics=trigger_metrics,
             announce=pending is None,
         )
-        restored = rollout.restore(current, target, reason=reason, now=unit.now)
+        restored = rollout.restore(current, target, reason=reason, now=unit.now, run=pre.id)
         await tx.deployments.update(restored, expected_revision=current.revision)
         duration_ms = (self._ports.clock.monotonic() - started) * 1000
         await unit.emit(

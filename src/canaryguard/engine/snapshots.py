@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Collection, Mapping
 
+from canaryguard.domain.conditions import STORED_CONTEXT
 from canaryguard.domain.diff import Change, diff_values
 from canaryguard.domain.errors import IntegrityError, InvalidInput, NotFound
 from canaryguard.domain.events import SnapshotCreated
@@ -89,7 +90,7 @@ class SnapshotService:
             )
         except IntegrityError as exc:
             raise IntegrityError(f"snapshot {info.id} of {info.deployment}: {exc}") from exc
-        snapshot = Snapshot.model_validate_json(plaintext)
+        snapshot = Snapshot.model_validate_json(plaintext, context=STORED_CONTEXT)
         if snapshot.id != info.id or snapshot.deployment != info.deployment:
             raise IntegrityError(f"snapshot {info.id} holds the body of another snapshot")
         return snapshot

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canaryguard.adapters.store.schema import deployments
+from canaryguard.domain.conditions import STORED_CONTEXT
 from canaryguard.domain.errors import Conflict
 from canaryguard.domain.models import Deployment
 
@@ -37,7 +38,11 @@ class SqlDeploymentRepo:
 
     async def get(self, name: str) -> Deployment | None:
         body = (await self._conn.execute(_GET, {"name": name})).scalar_one_or_none()
-        return Deployment.model_validate_json(body) if body is not None else None
+        return (
+            Deployment.model_validate_json(body, context=STORED_CONTEXT)
+            if body is not None
+            else None
+        )
 
     async def insert(self, deployment: Deployment) -> None:
         await self._conn.execute(
@@ -82,6 +87,6 @@ class SqlDeploymentRepo:
     async def all(self) -> list[Deployment]:
         query = sa.select(deployments.c.body).order_by(deployments.c.name)
         return [
-            Deployment.model_validate_json(body)
+            Deployment.model_validate_json(body, context=STORED_CONTEXT)
             for body in (await self._conn.execute(query)).scalars()
         ]
