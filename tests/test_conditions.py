@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from canaryguard.domain.assignment import Variant
 from canaryguard.domain.checks import cel_context, evaluate
 from canaryguard.domain.conditions import STORED_CONTEXT, Condition
-from canaryguard.domain.models import MetricsSnapshot, VariantMetrics
+from canaryguard.domain.judge import Judge
+from canaryguard.domain.models import MetricsSnapshot, RollbackConfig, VariantMetrics
+from canaryguard.domain.windows import SecondStats
 from canaryguard.wiring import load_extensions
 
 
@@ -200,3 +203,14 @@ def test_a_stored_condition_is_read_back_without_compiling_it_again() -> None:
     stored["expression"] = "not a valid expression ("  # as if CEL's rules had changed since
     read = Condition.model_validate(stored, context=STORED_CONTEXT)
     assert read.expression == "not a valid expression ("
+
+
+def test_a_window_under_a_second_is_one_second_not_an_empty_one() -> None:
+    config = RollbackConfig(evaluation_window_minutes=0.01, detector_enabled=False)
+    judge = Judge(config, started_at=0)
+    second = SecondStats(requests=1000, errors=500, latency_sum_ms=0.0, latency_max_ms=0.0)
+    judge.push(0, {Variant.STABLE: second, Variant.CANARY: second})
+    metrics, found = judge.judge(datetime(2026, 1, 1, tzinfo=UTC))
+    assert metrics.window_seconds == 1
+    assert found is not None
+    assert found[0] == "ErrorRateExceeded"

@@ -156,7 +156,7 @@ class Judge:
             ),
             started_at=started_at,
         )
-        self.window = RollingWindow(int(config.evaluation_window_minutes * 60))
+        self.window = RollingWindow(config.window_seconds)
         self.conditions = conditions_of(config)
         self.extensions = dict(extensions or {})
         self.verdict = Verdict(VerdictKind.INCONCLUSIVE)

@@ -3,6 +3,7 @@ metrics and audit entries. Immutable pydantic models with a stable JSON form."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from itertools import pairwise
@@ -266,6 +267,12 @@ class RollbackConfig(_Frozen):
         max_length=32,
         description="more conditions: thresholds (absolute or relative to stable), CEL, extensions",
     )
+
+    @property
+    def window_seconds(self) -> int:
+        """The evaluation window in whole seconds, at least one (the window counts settled
+        seconds: ``evaluation_window_minutes`` 0.01 is a one-second window, not an empty one)."""
+        return max(1, math.ceil(self.evaluation_window_minutes * 60))
 
 
 class Deployment(_Frozen):

@@ -46,9 +46,9 @@ def metrics_snapshot(
     windows: WindowStore, deployment: Deployment, now: datetime
 ) -> MetricsSnapshot:
     """Both variants over the deployment's evaluation window ending at ``now``."""
-    window = deployment.config.evaluation_window_minutes * 60
+    window = deployment.config.window_seconds
     until = int(now.timestamp())
-    totals = windows.totals(deployment.name, since=until - int(window) + 1, until=until)
+    totals = windows.totals(deployment.name, since=until - window + 1, until=until)
     return snapshot_of(totals, window_seconds=window, until=now)
 
 
