@@ -263,3 +263,17 @@ async def test_a_confirmed_staged_rollback_runs_in_stages(app: CanaryGuard) -> N
     )
     await app.executor.step_due()
     assert await share(app) == 25
+
+
+async def test_a_canary_a_staged_rollback_brings_back_is_a_new_run(app: CanaryGuard) -> None:
+    await start(app, percent=10)
+    kept = await app.snapshots.create(NAME, note="the canary at 10 %", actor=ACTOR)
+    await app.deployments.set_split(NAME, percent=60, actor=ACTOR)
+    record = await app.executor.start(NAME, to=kept.id, reason="back to 10 %", actor=ACTOR)
+    for _ in range(5):
+        await app.executor.step_due()
+        clock_of(app).advance(30)
+    restored = await app.deployments.get(NAME)
+    assert (restored.state, await share(app)) == (DeploymentState.CANARY_ACTIVE, 10)
+    assert restored.run_id == f"{record.id}/restored"
+    assert restored.baseline_snapshot_id == kept.baseline_snapshot_id
