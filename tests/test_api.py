@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -595,3 +596,85 @@ def test_observations_for_an_unknown_deployment_are_refused(server: RunningServe
     with server.client() as client:
         response = client.post("/api/v1/observations", json=observations_batch(1))
     assert response.status_code == 404
+
+
+def test_a_policy_nested_too_deep_is_refused_and_not_stored(server: RunningServer) -> None:
+    deep = "[" * 300 + "]" * 300
+    body = '{"document": {"a": ' + deep + "}}"
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/policies/deep/versions",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        listed = client.get("/api/v1/policies/deep/versions")
+    assert response.status_code == 400
+    assert "nested deeper than" in response.json()["detail"]
+    assert listed.status_code == 404 or listed.json() == []
+
+
+def test_a_compressed_policy_inflating_past_the_body_limit_is_refused(
+    server: RunningServer,
+) -> None:
+    document = {"blob": "x" * (3 * 1024 * 1024)}
+    body = gzip.compress(json.dumps({"document": document}).encode())
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/policies/big/versions",
+            content=body,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+    assert response.status_code == 413
+
+
+def test_a_chunked_body_over_the_limit_gets_413(server: RunningServer) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(3 * 1024):
+            yield b"x" * 1024
+        yield b'"}'
+
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/deployments", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]
+
+
+def test_a_schema_whose_ref_points_to_nothing_is_refused_when_set(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.put("/api/v1/policies/sp/schema", json={"schema": {"$ref": "#/nope"}})
+    assert response.status_code == 400
+    assert "points to nothing" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/policies/pol/versions", '{"document": {"a": "\\ud800"}}'),
+        ("/api/v1/deployments", '{"name": "de", "stable": "sec@1", "config": {"x\\ud800": 1}}'),
+        (f"/api/v1/deployments/{NAME}/snapshots", '{"metadata": {"k\\ud800": "v"}}'),
+        (f"/api/v1/deployments/{NAME}/snapshots", '{"metadata": {"k": "\\ud800"}}'),
+    ],
+)
+def test_text_with_a_lone_surrogate_gets_a_client_error(
+    server: RunningServer, path: str, body: str
+) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_a_canary_group_with_a_lone_surrogate_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        setup_canary(client)
+        client.post(f"/api/v1/deployments/{NAME}/abort", json={"reason": "again"})
+        response = client.post(
+            f"/api/v1/deployments/{NAME}/canary",
+            content='{"policy": "sec@2", "percent": 10, "canary_groups": ["g\\ud800"]}',
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == 400
+    assert "surrogate" in response.json()["detail"]

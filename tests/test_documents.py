@@ -7,7 +7,12 @@ from importlib import resources
 
 import pytest
 
-from canaryguard.domain.canonical import canonical_json, content_hash
+from canaryguard.domain.canonical import (
+    MAX_DEPTH,
+    canonical_json,
+    check_json_compatible,
+    content_hash,
+)
 from canaryguard.domain.documents import (
     check_schema,
     format_for_filename,
@@ -92,3 +97,55 @@ def test_invalid_schema_is_refused() -> None:
 def test_non_object_schema_is_refused() -> None:
     with pytest.raises(InvalidInput, match="must be an object"):
         check_schema(["type"])
+
+
+def test_a_document_nested_deeper_than_the_limit_is_refused_with_its_path() -> None:
+    deep: list[object] = []
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(InvalidInput, match=f"/a/0/0.*nested deeper than {MAX_DEPTH}"):
+        check_json_compatible({"a": deep})
+
+
+def test_a_document_nested_to_the_limit_is_accepted() -> None:
+    deep: list[object] = []
+    for _ in range(MAX_DEPTH - 1):
+        deep = [deep]
+    check_json_compatible({"a": deep})
+
+
+@pytest.mark.parametrize("document", [{"a": "x\ud800"}, {"k\udfff": 1}])
+def test_text_with_a_lone_surrogate_is_refused(document: dict[str, object]) -> None:
+    with pytest.raises(InvalidInput, match="lone UTF-16 surrogate"):
+        check_json_compatible(document)
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({"$ref": "#/nope"}, r"\$ref '#/nope' at / points to nothing"),
+        ({"properties": {"a": {"$ref": "#/$defs/b"}}}, r"at /properties/a points to nothing"),
+        ({"$ref": "https://example.com/s.json"}, "refers outside itself"),
+        ({"$ref": "#"}, "go round in a circle"),
+    ],
+)
+def test_a_schema_whose_references_cannot_be_followed_is_refused(
+    schema: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        check_schema(schema)
+
+
+def test_a_recursive_schema_through_defs_is_accepted() -> None:
+    tree = {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}
+    check_schema(tree)
+    validate_document({"kids": [{"kids": []}]}, tree, policy="p")
+
+
+def test_a_property_named_ref_is_not_read_as_a_reference() -> None:
+    check_schema({"type": "object", "properties": {"$ref": {"type": "string"}}})
+
+
+def test_a_stored_schema_that_cannot_be_followed_fails_a_publish_as_bad_input() -> None:
+    with pytest.raises(InvalidInput, match="JSON Schema cannot be used"):
+        validate_document({"a": 1}, {"$ref": "#/nope"}, policy="p")

@@ -25,6 +25,7 @@ from canaryguard.domain.judge import RunCheckpoint
 from canaryguard.domain.models import DeploymentState, RollbackKind, SnapshotKind
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.monitor import CHECKPOINT_SECONDS, MONITOR_ACTOR, Watch
+from canaryguard.engine.unit import unit_of_work
 from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR, seed
 
@@ -590,7 +591,7 @@ async def test_a_veto_whose_audit_write_outlasts_the_window_stops_the_rollback(
     clock = app.ports.clock
     assert isinstance(clock, ManualClock)
     clock.advance((pending.veto_until - clock.now()).total_seconds() - 0.5)
-    real = monitor_module.unit_of_work
+    real = unit_of_work
 
     @asynccontextmanager
     async def slow_unit(ports: Any, actor: str) -> AsyncIterator[Any]:

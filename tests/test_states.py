@@ -152,7 +152,10 @@ def test_restore_keeps_the_current_rollback_config() -> None:
     base = new_deployment()
     snap = snapshot_of(base, T0)
     tightened = rollout.configure(base, config=RollbackConfig(error_rate_threshold=0.01), now=T0)
-    assert rollout.restore(tightened, snap, reason="r", now=T0, run="r1").config.error_rate_threshold == 0.01
+    assert (
+        rollout.restore(tightened, snap, reason="r", now=T0, run="r1").config.error_rate_threshold
+        == 0.01
+    )
 
 
 ops = st.lists(
@@ -219,7 +222,9 @@ def test_random_operations_never_reach_an_illegal_state_and_revisions_grow(
                 snaps.append(snapshot_of(d, now))
                 continue
             elif name == "rollback":
-                d = rollout.restore(d, snaps[arg % len(snaps)], reason="back", now=now, run=f"r{arg}")
+                d = rollout.restore(
+                    d, snaps[arg % len(snaps)], reason="back", now=now, run=f"r{arg}"
+                )
             elif name == "fail":
                 d = rollout.fail(d, reason="broken", now=now)
             else:

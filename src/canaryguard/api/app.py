@@ -115,7 +115,9 @@ def create_app(
     check_every_route_is_guarded(ROUTERS)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(GzipRequest)  # innermost: the size limit below counts compressed bytes
+    # innermost: the size limit below counts compressed bytes; inflated, a body other than an
+    # observation batch gets the same limit as plain JSON
+    app.add_middleware(GzipRequest, other=max_body_bytes)
     app.add_middleware(BodySizeLimit, limit=max_body_bytes)
     app.add_middleware(RejectNul)
 

@@ -17,7 +17,11 @@ class _TooLarge(Exception):
 
 
 class BodySizeLimit:
-    """ASGI middleware: refuses a declared or streamed body larger than ``limit`` bytes."""
+    """ASGI middleware: refuses a declared or streamed body larger than ``limit`` bytes.
+
+    A body is read whole (up to the limit) before the route sees it: one sent in chunks
+    without a length is only known to be too large once read, and refusing it from inside the
+    route's own reading would reach the client as a vague "error parsing the body"."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -31,29 +35,15 @@ class BodySizeLimit:
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await self._refuse(send)
                 return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        if scope.get("method") in _BODILESS:
+            await self.app(scope, receive, send)  # streams (SSE) read no body: left as they are
+            return
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            body, ended = await _read_body(receive, self.limit)
         except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            await self._refuse(send)
+            return
+        await self.app(scope, _replay(body, receive, ended=ended), send)
 
     async def _refuse(self, send: Send) -> None:
         detail = f"the request body is larger than {self.limit} bytes"
@@ -99,54 +89,86 @@ class RejectNul:
         await self.app(scope, receive, send)
 
 
-MAX_INFLATED_BYTES = 16 * 1024 * 1024  # a gzip body may inflate to this, no further
+MAX_INFLATED_BYTES = 16 * 1024 * 1024  # an observation batch may inflate to this, no further
 MAX_GZIP_MEMBERS = 64
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body, up to ``limit`` bytes (``_TooLarge`` past it), and whether the client
+    ended it (else it disconnected)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body), False
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise _TooLarge
+        if not message.get("more_body", False):
+            return bytes(body), True
+
+
+def _replay(body: bytes, receive: Receive, *, ended: bool = True) -> Receive:
+    """A ``receive`` that gives ``body`` in one message, then what ``receive`` gives."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent or not ended:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 class GzipRequest:
     """ASGI middleware: inflate request bodies sent with ``Content-Encoding: gzip`` (clients
-    send observation batches compressed), refusing ones that inflate past a limit."""
+    send observation batches compressed), refusing ones that inflate past a limit: ``limit``
+    for the paths under ``inflating`` (observation batches, which compress well), ``other`` for
+    the rest, so that compression gets no larger body past the size limit than plain JSON."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_INFLATED_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int = MAX_INFLATED_BYTES,
+        *,
+        other: int = MAX_BODY_BYTES,
+        inflating: tuple[str, ...] = ("/api/v1/observations",),
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.other = other
+        self.inflating = inflating
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", [])) if scope["type"] == "http" else {}
         if headers.get(b"content-encoding", b"").lower() != b"gzip":
             await self.app(scope, receive, send)
             return
-        compressed = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            compressed += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        path = str(scope.get("path", ""))
+        limit = self.limit if path.startswith(self.inflating) else self.other
         try:
-            body = _inflate(bytes(compressed), self.limit)
+            # the size limit outside has bounded what was sent; this bounds it here too
+            compressed, _ = await _read_body(receive, limit)
+        except _TooLarge:
+            await _problem(send, 413, "too-large", "Content Too Large", f"over {limit} bytes")
+            return
+        try:
+            body = _inflate(compressed, limit)
         except zlib.error:
             await _problem(send, 400, "invalid-input", "Bad Request", "the gzip body is corrupt")
             return
         except _TooLarge:
-            detail = f"the body inflates to more than {self.limit} bytes"
+            detail = f"the body inflates to more than {limit} bytes"
             await _problem(send, 413, "too-large", "Content Too Large", detail)
             return
         rest = [
             (k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")
         ]
         inner = {**scope, "headers": [*rest, (b"content-length", str(len(body)).encode())]}
-        sent = False
-
-        async def inflated() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(inner, inflated, send)
+        await self.app(inner, _replay(body, receive), send)
 
 
 def _inflate(compressed: bytes, limit: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -66,12 +67,20 @@ def problem(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
         **extra,
     )
     headers = {"WWW-Authenticate": "Bearer"} if status == HTTPStatus.UNAUTHORIZED else None
-    return JSONResponse(
+    return _AsciiJSON(
         body.model_dump(exclude_none=True),
         status_code=status,
         media_type=MEDIA_TYPE,
         headers=headers,
     )
+
+
+class _AsciiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error may quote the bad input, and input
+    can hold text UTF-8 cannot encode (a lone surrogate), which must not turn a 400 into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 _STATUS: list[tuple[type[CanaryGuardError], int, str]] = [

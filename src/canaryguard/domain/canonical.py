@@ -14,7 +14,13 @@ from typing import Any
 
 from canaryguard.domain.errors import InvalidInput
 
-__all__ = ["JsonObject", "canonical_json", "check_json_compatible", "content_hash"]
+__all__ = [
+    "MAX_DEPTH",
+    "JsonObject",
+    "canonical_json",
+    "check_json_compatible",
+    "content_hash",
+]
 
 JsonObject = dict[str, Any]
 
@@ -32,13 +38,25 @@ def content_hash(document: JsonObject) -> str:
     return f"sha256:{digest}"
 
 
-def check_json_compatible(value: Any, path: str = "") -> None:
+# nesting deeper than this is refused: pydantic serialises at most about 255 levels, and a
+# document it cannot serialise could be stored but never shown, snapshotted or rolled back from
+MAX_DEPTH = 64
+
+
+def check_json_compatible(value: Any, path: str = "", depth: int = 0) -> None:
     """Refuse anything JSON cannot carry exactly, naming where it is.
 
     YAML and TOML parse dates, times and non-string keys that JSON has no form for; silently
-    turning them into strings would make the hash depend on the parser, so they are refused.
+    turning them into strings would make the hash depend on the parser, so they are refused. So
+    are strings that are not Unicode text (a lone UTF-16 surrogate, from a ``\\ud800`` escape:
+    UTF-8 has no form for it) and nesting deeper than ``MAX_DEPTH``.
     """
-    if value is None or isinstance(value, bool | str | int):
+    if depth > MAX_DEPTH:
+        raise InvalidInput(f"{path or '/'}: nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -48,15 +66,26 @@ def check_json_compatible(value: Any, path: str = "") -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidInput(f"{path or '/'}: key {key!r} is not a string")
-            check_json_compatible(item, f"{path}/{_escape(key)}")
+            _check_text(key, path or "/")
+            check_json_compatible(item, f"{path}/{_escape(key)}", depth + 1)
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
-            check_json_compatible(item, f"{path}/{index}")
+            check_json_compatible(item, f"{path}/{index}", depth + 1)
         return
     raise InvalidInput(
         f"{path or '/'}: a {type(value).__name__} value has no JSON form; quote it as a string"
     )
+
+
+def _check_text(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{path or '/'}: text holds a lone UTF-16 surrogate ({text[exc.start]!r}), "
+            "which is not Unicode text"
+        ) from exc
 
 
 def _escape(key: str) -> str:

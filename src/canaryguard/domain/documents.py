@@ -7,7 +7,10 @@ import tomllib
 from typing import Any, Literal
 
 import jsonschema
+import referencing.exceptions
 import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from canaryguard.domain.canonical import JsonObject, check_json_compatible
 from canaryguard.domain.errors import InvalidInput, SchemaViolation
@@ -84,11 +87,97 @@ def check_schema(schema: Any) -> JsonObject:
     except jsonschema.SchemaError as exc:
         where = "/" + "/".join(str(part) for part in exc.absolute_path)
         raise InvalidInput(f"the JSON Schema itself is invalid at {where}: {exc.message}") from exc
+    _check_references(schema)
     return schema
 
 
+def _check_references(schema: JsonObject) -> None:
+    """Refuse a schema whose ``$ref`` cannot be followed: every publish against it would fail.
+
+    canaryguard fetches nothing, so a reference must point into the schema itself; and a
+    schema that refers to itself where it stands (``{"$ref": "#"}``) never ends."""
+    nested_ids = any(where != "" for where, _ in _keywords(schema, "$id"))
+    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    resolver = Registry().with_resource(_ROOT, resource).resolver(base_uri=_ROOT)
+    for where, ref in _keywords(schema, "$ref"):
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise InvalidInput(
+                f"the JSON Schema refers outside itself at {where or '/'} ({ref!r}); canaryguard "
+                "fetches no schema: put it under $defs and refer to it as '#/$defs/…'"
+            )
+        if nested_ids:
+            continue  # a nested $id moves the base of the references below it
+        try:
+            resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable as exc:
+            raise InvalidInput(
+                f"the JSON Schema's $ref {ref!r} at {where or '/'} points to nothing in it"
+            ) from exc
+    for probe in _PROBES:
+        try:
+            _problems(probe, schema)
+        except _UNUSABLE as exc:
+            raise InvalidInput(f"the JSON Schema cannot be used: {_unusable(exc)}") from exc
+
+
+_ROOT = "urn:canaryguard:schema"
+# one of each JSON type: a schema that cannot judge these (it refers to itself where it stands)
+# is refused when it is set rather than at every publish
+_PROBES: tuple[Any, ...] = ({}, [], "", 0, 0.5, True, None)
+_UNUSABLE = (RecursionError, referencing.exceptions.Unresolvable)
+
+
+def _unusable(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "its references go round in a circle without end"
+    return f"a $ref points to nothing in it ({exc})"
+
+
+def _keywords(
+    value: Any, keyword: str, where: str = "", *, names: bool = False
+) -> list[tuple[str, Any]]:
+    """Every ``keyword`` in ``value``, with the JSON Pointer of the object holding it
+    (``names``: ``value``'s keys are names of subschemas, not keywords)."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        if keyword in value and not names:
+            found.append((where, value[keyword]))
+        for key, item in value.items():
+            if key in _DATA and not names:
+                continue  # data, not schema
+            named = key in _NAMED and not names
+            found += _keywords(item, keyword, f"{where}/{key}", names=named)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _keywords(item, keyword, f"{where}/{index}")
+    return found
+
+
+_DATA = frozenset({"const", "enum", "default", "examples"})
+_NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+
+
 def validate_document(document: JsonObject, schema: JsonObject, *, policy: str) -> None:
-    """Raise :class:`SchemaViolation` listing every failed rule as ``path: rule: message``."""
+    """Raise :class:`SchemaViolation` listing every failed rule as ``path: rule: message``
+    (``InvalidInput`` when the schema cannot be followed: one set before such schemas were
+    refused)."""
+    try:
+        problems = _problems(document, schema)
+    except _UNUSABLE as exc:
+        raise InvalidInput(
+            f"policy {policy!r}'s JSON Schema cannot be used: {_unusable(exc)}; set a "
+            "corrected one with PUT /policies/{name}/schema"
+        ) from exc
+    if problems:
+        shown = "; ".join(f"{path}: {msg}" for path, msg in problems[:MAX_PROBLEMS_IN_MESSAGE])
+        more = len(problems) - MAX_PROBLEMS_IN_MESSAGE
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise SchemaViolation(
+            f"policy {policy!r} does not match its schema: {shown}{suffix}", problems
+        )
+
+
+def _problems(document: Any, schema: JsonObject) -> list[tuple[str, str]]:
     validator_cls = jsonschema.validators.validator_for(
         schema, default=jsonschema.Draft202012Validator
     )
@@ -99,13 +188,7 @@ def validate_document(document: JsonObject, schema: JsonObject, *, policy: str) 
     ):
         pointer = "/" + "/".join(str(part) for part in error.absolute_path)
         problems.append((pointer, f"{error.validator}: {error.message}"))
-    if problems:
-        shown = "; ".join(f"{path}: {msg}" for path, msg in problems[:MAX_PROBLEMS_IN_MESSAGE])
-        more = len(problems) - MAX_PROBLEMS_IN_MESSAGE
-        suffix = f" (and {more} more)" if more > 0 else ""
-        raise SchemaViolation(
-            f"policy {policy!r} does not match its schema: {shown}{suffix}", problems
-        )
+    return problems
 
 
 def _kind(value: Any) -> str:

@@ -71,6 +71,10 @@ def _check_groups(groups: tuple[str, ...], what: str) -> tuple[str, ...]:
             raise InvalidInput(
                 f"{what}: group names are non-empty strings of at most 128 characters"
             )
+        if not group.isprintable():  # lone surrogates are not printable either
+            raise InvalidInput(
+                f"{what}: group {group!r} holds a control character or a lone UTF-16 surrogate"
+            )
     return tuple(sorted(set(groups)))
 
 

@@ -264,5 +264,6 @@ def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
             raise InvalidInput(
                 f"metadata entry {key!r}: keys and values are text, keys 1-128 characters"
             )
+        check_text(key, "a metadata key")
         checked[key] = check_text(value, f"metadata {key!r}")
     return checked

@@ -191,4 +191,16 @@ def check_text(value: str, what: str, *, required: bool = False) -> str:
         raise InvalidInput(f"{what} is {len(value)} characters; at most {MAX_TEXT} are kept")
     if "\x00" in value:  # PostgreSQL text cannot hold it, so no backend takes it
         raise InvalidInput(f"{what} contains a NUL character")
+    if not is_unicode(value):
+        raise InvalidInput(f"{what} holds a lone UTF-16 surrogate, which is not Unicode text")
     return value.strip()
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is Unicode text UTF-8 can carry: no lone UTF-16 surrogate (JSON's
+    ``\\ud800`` escape gives one), which no store, snapshot or response could encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
