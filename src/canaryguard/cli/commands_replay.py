@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,12 +14,14 @@ import yaml
 from pydantic import ValidationError
 
 from canaryguard.cli.client import CliError
-from canaryguard.cli.context import ctx_of
-from canaryguard.domain.histogram import GROWTH
-from canaryguard.domain.judge import history_span
-from canaryguard.domain.models import RollbackConfig
-from canaryguard.domain.replay import parse_stream
+from canaryguard.cli.context import Context, ctx_of
+from canaryguard.domain.assignment import Variant
+from canaryguard.domain.conditions import STORED_CONTEXT
+from canaryguard.domain.judge import history_span, run_start
+from canaryguard.domain.models import Deployment, RollbackConfig, SnapshotInfo
+from canaryguard.domain.replay import aggregate_line, has_canary_traffic, read_stream
 from canaryguard.domain.replay import replay as run_replay
+from canaryguard.domain.windows import SecondStats
 
 __all__ = ["record", "replay"]
 
@@ -33,6 +34,8 @@ def _load_config(path: Path | None) -> RollbackConfig:
         return RollbackConfig.model_validate(data or {})
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not UTF-8 text (byte {exc.start + 1})") from exc
     except yaml.YAMLError as exc:
         raise CliError(f"{path} is not JSON or YAML: {exc}") from exc
     except ValidationError as exc:
@@ -40,22 +43,6 @@ def _load_config(path: Path | None) -> RollbackConfig:
             f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
         )
         raise CliError(f"{path}: {problems}") from exc
-
-
-def _lines(path: Path) -> list[Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
-    lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise CliError(f"{path} line {number} is not JSON: {exc.msg}") from exc
-    return lines
 
 
 def replay(
@@ -72,9 +59,16 @@ def replay(
     lines before it, with a negative t, are the history the detector learns from)."""
     settings = _load_config(config)
     try:
-        seconds = parse_stream(_lines(stream))
+        data = stream.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {stream}: {exc.strerror}") from exc
+    try:
+        seconds = read_stream(data)
     except ValueError as exc:
         raise CliError(f"{stream}: {exc}") from exc
+    if not has_canary_traffic(seconds):
+        # judging nothing would print "no rollback", which reads as a canary that passed
+        raise CliError(f"no canary traffic in {stream}: nothing to judge")
     from canaryguard.wiring import load_extensions  # noqa: PLC0415 - the server stack: only here
 
     notices: list[str] = []
@@ -87,18 +81,43 @@ def replay(
         return
     if result.rolled_back:
         message = f"rolled back at t={result.decision_t:g} s ({result.condition}): {result.reason}"
+    elif result.regression_t is not None:
+        message = f"no rollback over {result.seconds} s of traffic: {result.reason}"
     else:
         message = f"no rollback over {result.seconds} s of traffic"
     out.result(result.as_json(), message)
 
 
-def _samples(histogram: dict[str, int]) -> list[float]:
-    """A histogram written out as samples at each bucket's geometric middle."""
-    samples: list[float] = []
-    for bucket, count in sorted(histogram.items(), key=lambda item: int(item[0])):
-        middle = 0.5 if int(bucket) == 0 else GROWTH ** (int(bucket) + 0.5)
-        samples += [round(middle, 3)] * count
-    return samples
+def _run_start(context: Context, name: str) -> int:
+    """The Unix second the deployment's canary run began, as the monitor reckons it: from the
+    snapshot that began the run (a split change within the run moves the state's start)."""
+    status = context.api.get(f"/deployments/{name}/status")
+    try:
+        # read back as the server stored it, like the store does: checked when it was saved
+        deployment = Deployment.model_validate(status["deployment"], context=STORED_CONTEXT)
+        begun = None
+        if deployment.run_id is not None:
+            snapshots = context.api.get(f"/deployments/{name}/snapshots")
+            begun = next(
+                (SnapshotInfo.model_validate(s) for s in snapshots if s["id"] == deployment.run_id),
+                None,
+            )
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise CliError(f"the server's answer on {name} is not one this client reads") from exc
+    started, _ = run_start(deployment, begun)
+    return math.floor(started.timestamp())
+
+
+def _stats(row: dict[str, Any]) -> SecondStats:
+    """An observations row of the API as the monitor's second."""
+    return SecondStats(
+        requests=row["requests"],
+        # errors read from Prometheus may run a scrape ahead of their requests
+        errors=min(row["errors"], row["requests"]),
+        latency_sum_ms=row["latency_sum_ms"],
+        latency_max_ms=row["latency_max_ms"],
+        histogram={int(bucket): count for bucket, count in row["histogram"].items()},
+    )
 
 
 def record(
@@ -124,8 +143,7 @@ def record(
     with t counted from when its canary started: everything the server still holds since then
     (up to an hour), stable's last --history seconds before it, and then each new second."""
     context = ctx_of(ctx)
-    status = context.api.get(f"/deployments/{deployment}/status")
-    origin = math.floor(_timestamp(status["deployment"]["state_since"]))
+    origin = _run_start(context, deployment)
     started, written = time.monotonic(), 0
     since = origin - history
     try:
@@ -134,26 +152,18 @@ def record(
                 rows = context.api.get(f"/deployments/{deployment}/observations", since=since)
                 for row in rows:
                     since = max(since, row["second"] + 1)
-                    if row["second"] < origin and row["variant"] != "stable":
+                    variant = Variant(row["variant"])
+                    if row["second"] < origin and variant is not Variant.STABLE:
                         continue  # before the canary started only stable's wobble matters
-                    line = {
-                        "t": row["second"] - origin,
-                        "variant": row["variant"],
-                        "requests": row["requests"],
-                        # errors read from Prometheus may run a scrape ahead of their requests
-                        "errors": min(row["errors"], row["requests"]),
-                        "latency_ms": _samples(row["histogram"]),
-                    }
+                    line = aggregate_line(row["second"] - origin, variant, _stats(row))
                     out.write(json.dumps(line, separators=(",", ":")) + "\n")
                     written += 1
                 out.flush()
                 time.sleep(1.0)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        raise CliError(f"cannot write {out_file}: {exc.strerror}") from exc
     context.out.result(
         {"lines": written, "file": str(out_file)}, f"wrote {written} lines to {out_file}"
     )
-
-
-def _timestamp(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
