@@ -143,3 +143,12 @@ def test_a_seconds_slowest_request_is_read_as_its_highest_bucket() -> None:
     bucket = bucket_at_or_above(250.0)
     stats = second_stats(3.0, 0.0, 400.0, {bucket: 3})
     assert stats.latency_max_ms == bucket_upper_ms(bucket)
+
+
+def test_a_second_with_only_the_inf_bucket_is_read_above_the_largest_edge() -> None:
+    histogram = latency_histogram({math.inf: 10.0}, largest=1_000.0)
+    assert histogram == {bucket_at_or_above(1_000.0) + 1: 10}
+
+
+def test_a_histogram_without_finite_edges_says_nothing_of_latency() -> None:
+    assert latency_histogram({math.inf: 10.0}) == {}

@@ -4,6 +4,7 @@ read by ``PrometheusSource``, merged by the puller, judged by the monitor."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from canaryguard.adapters.prometheus import PrometheusError, PrometheusSource
 from canaryguard.domain.assignment import Variant
@@ -575,3 +577,140 @@ async def test_a_first_read_that_times_out_three_times_reads_a_minute() -> None:
 
 async def test_a_first_read_with_too_many_samples_three_times_reads_a_minute() -> None:
     assert await first_reads(too_many_samples) == ["3660s]"] * 3 + ["60s]"] * 2
+
+
+async def test_requests_slower_than_every_bucket_edge_read_as_slower_than_the_largest(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    app = await started(prometheus, metrics, source)
+    app.serve("canary", 10, 0, 2.0)  # every request 2 s; the largest edge is 1 s
+    scraped(prometheus, SELECTORS.requests, "canary", 10)
+    canary = totals(await pull(source))[Variant.CANARY]
+    assert canary.histogram == {bucket_at_or_above(1_000.0) + 1: 10}
+
+
+class TwoLayouts:
+    """Two stable targets' histograms of one name with different edges (a bucket layout
+    changed mid-rollout): pod a's requests take 50 ms, pod b's 300 ms."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def collect(self) -> Iterator[Metric]:
+        latency = HistogramMetricFamily("layout_seconds", "latency", labels=["pod", "variant"])
+        n = self.requests
+        latency.add_metric(
+            ["a", "stable"], [("0.1", n), ("5.0", n), ("+Inf", n)], sum_value=0.05 * n
+        )
+        latency.add_metric(["b", "stable"], [("0.5", n), ("+Inf", n)], sum_value=0.3 * n)
+        yield latency
+        requests = CounterMetricFamily("layout_requests", "requests", labels=["pod", "variant"])
+        requests.add_metric(["a", "stable"], n)
+        requests.add_metric(["b", "stable"], n)
+        yield requests
+
+
+async def test_targets_with_different_bucket_edges_are_each_read_on_their_own(
+    prometheus: RunningPrometheus, metrics: Exporter, source: PrometheusSource
+) -> None:
+    layouts = TwoLayouts()
+    metrics.registry.register(layouts)
+    selectors = PrometheusSelectors(
+        requests="layout_requests_total", errors="layout_errors_total", latency="layout_seconds"
+    )
+    prometheus.wait_for("layout_seconds_bucket", lambda result: len(result) == 5)
+    now = time.time()
+    await source.pull(NAME, selectors, now=now, until=now)
+    layouts.requests = 10
+    for pod in ("a", "b"):
+        prometheus.wait_for_value(f'layout_seconds_count{{pod="{pod}"}}', 10)
+    now = time.time()
+    stable = totals(await source.pull(NAME, selectors, now=now, until=now))[Variant.STABLE]
+    assert stable.histogram == {bucket_at_or_above(100.0): 10, bucket_at_or_above(500.0): 10}
+
+
+async def test_a_catch_up_read_too_heavy_after_an_outage_falls_back_to_a_minute() -> None:
+    spans: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        span = int(request.url.params["query"].rsplit("[", 1)[1].rstrip("s]"))
+        spans.append(span)
+        if span > 600:  # this Prometheus answers ten minutes at most
+            raise httpx.ReadTimeout("timed out")
+        return httpx.Response(
+            200, json={"status": "success", "data": {"resultType": "matrix", "result": []}}
+        )
+
+    reader = PrometheusSource("http://prometheus.test", transport=httpx.MockTransport(answer))
+    selectors = PrometheusSelectors(requests="r", errors="e")
+    now = 10_000.0
+    try:
+        for _ in range(3):  # the first read's hour is too much
+            with pytest.raises(PrometheusError):
+                await reader.pull("d", selectors, now=now, until=now - 1)
+            now += 1
+        await reader.pull("d", selectors, now=now, until=now - 1)  # a minute is fine
+        now += 900  # then nothing read for a quarter of an hour
+        for _ in range(3):
+            with pytest.raises(PrometheusError):
+                await reader.pull("d", selectors, now=now, until=now - 1)
+            now += 1
+        await reader.pull("d", selectors, now=now, until=now - 1)
+    finally:
+        await reader.close()
+    assert spans[-1] == 60
+
+
+async def test_an_answer_with_warnings_fails_the_read() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "status": "success",
+                "data": {"resultType": "matrix", "result": []},
+                "warnings": ["partial response: store canary-store-0 unreachable"],
+            },
+        )
+
+    reader = PrometheusSource("http://prometheus.test", transport=httpx.MockTransport(answer))
+    try:
+        with pytest.raises(PrometheusError, match=r"warnings.*canary-store-0"):
+            await pull(reader, PrometheusSelectors(requests="r", errors="e"))
+    finally:
+        await reader.close()
+
+
+async def test_an_answer_that_trickles_in_fails_the_read_after_the_timeout() -> None:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: 100000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while True:  # a byte at a time, each well within the per-read timeout
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader = PrometheusSource(f"http://127.0.0.1:{port}", timeout=1.0)
+    try:
+        with pytest.raises(PrometheusError, match="did not answer within 1 s"):
+            await asyncio.wait_for(
+                pull(reader, PrometheusSelectors(requests="r", errors="e")), timeout=30
+            )
+    finally:
+        await reader.close()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_credentials_in_a_url_without_a_scheme_are_not_shown() -> None:
+    with pytest.raises(InvalidInput, match="http") as refused:
+        PrometheusSource("reader:s3cret@prometheus:9090")
+    assert "s3cret" not in str(refused.value)

@@ -18,6 +18,7 @@ Prometheus whole by then (the caller keeps the monitor from judging seconds not 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class _Reading:
     change of some selectors leaves the others' counting as it was."""
 
     trackers: dict[str, CounterTracker] = field(default_factory=dict)
-    backfill_failures: int = 0  # of the hour-long first read: after a few, read less
+    heavy_failures: int = 0  # reads in a row too heavy for their span: after a few, read less
 
     def tracker(self, query: str, *, after: float | None) -> CounterTracker:
         tracker = self.trackers.get(query)
@@ -103,7 +104,10 @@ class PrometheusSource:
         bare = parsed.copy_with(username=None, password=None)
         self.url = str(bare).rstrip("/")
         if parsed.scheme not in {"http", "https"} or not parsed.host:
-            raise InvalidInput(f"the Prometheus URL must be http(s)://host[:port], got {self.url}")
+            # without a scheme, "user:secret@host" parses as scheme "user": what comes before
+            # an "@" is not shown, whatever it parsed as
+            shown = self.url.rpartition("@")[2]
+            raise InvalidInput(f"the Prometheus URL must be http(s)://host[:port], got {shown}")
         if port is not None and not 0 < port < 65_536:
             raise InvalidInput(f"the Prometheus URL's port must be 1 to 65535, got {port}")
         has_credentials = bool(parsed.username or parsed.password)
@@ -111,6 +115,9 @@ class PrometheusSource:
         self._client = httpx.AsyncClient(
             base_url=self.url, timeout=timeout, transport=transport, auth=auth
         )
+        # httpx's timeout bounds each socket operation; this bounds a whole answer, so that one
+        # that trickles in cannot hold a deployment's read (and its judgement) open
+        self.timeout = timeout
         self._readings: dict[str, _Reading] = {}
         # when each deployment was last read and up to which sample time, kept when its
         # reading is dropped: selectors given again later count only what came after (the
@@ -164,8 +171,10 @@ class PrometheusSource:
         span = float(BACKFILL_SECONDS)
         if last_read is not None:
             span = min(BACKFILL_SECONDS, max(now - last_read, 0.0) + OVERLAP_SECONDS)
-        elif reading.backfill_failures >= BACKFILL_TRIES:
-            span = OVERLAP_SECONDS  # without the hour of history rather than not at all
+        if reading.heavy_failures >= BACKFILL_TRIES:
+            # the hour before a first read, or the outage a read catches up on, is too much
+            # to read at once: on without it rather than not at all
+            span = OVERLAP_SECONDS
         seconds = math.ceil(span)
         queries = [selectors.requests, selectors.errors]
         if selectors.latency is not None:
@@ -177,42 +186,42 @@ class PrometheusSource:
                 *(self._query(f"{query}[{seconds}s]", time=now) for query in queries)
             )
         except _Refused as exc:
-            if exc.kind == "execution" and last_read is None:
-                reading.backfill_failures += 1  # too many samples to load for the hour
+            if exc.kind == "execution":
+                reading.heavy_failures += 1  # too many samples to load for the span
             raise PrometheusError(f"Prometheus at {self.url} refuses a query: {exc}") from exc
         except _TooHeavy:
-            if last_read is None:
-                reading.backfill_failures += 1
+            reading.heavy_failures += 1
             raise
-        for query in set(reading.trackers) - set(queries):
-            del reading.trackers[query]  # a selector no longer used
-        trackers = [reading.tracker(query, after=last_until) for query in queries]
+        reading.heavy_failures = 0
+        # counting an hour of samples takes a while: off the event loop, which serves the API,
+        # the monitor and the other deployments' reads meanwhile (only this deployment's read
+        # touches its trackers: one read per deployment is in flight)
         read = _Read(selectors.variant_label, until, canary_since)
-        requests = seconds_of(read.increments(answers[0], trackers[0]))
-        errors = seconds_of(read.increments(answers[1], trackers[1]))
-        histograms: dict[tuple[Variant, int], dict[int, int]] = {}
-        sums: dict[tuple[Variant, int], float] = {}
-        if selectors.latency is not None:
-            scale = 1_000.0 if selectors.latency_unit == "seconds" else 1.0
-            histograms = read.histograms(answers[2], trackers[2], scale)
-            sums = {
-                key: amount * scale
-                for key, amount in seconds_of(read.increments(answers[3], trackers[3])).items()
-            }
-        for tracker in reading.trackers.values():
-            tracker.prune(before=now - BACKFILL_SECONDS)
-        self._last_reads[deployment] = (now, until)
-        return {
-            key: second_stats(
-                requests.get(key, 0.0),
-                errors.get(key, 0.0),
-                sums.get(key, 0.0),
-                histograms.get(key, {}),
+        counted = await asyncio.to_thread(
+            functools.partial(
+                _count,
+                reading,
+                answers,
+                selectors=selectors,
+                queries=queries,
+                read=read,
+                now=now,
+                last_until=last_until,
             )
-            for key in requests.keys() | errors.keys() | histograms.keys() | sums.keys()
-        }
+        )
+        self._last_reads[deployment] = (now, until)
+        return counted
 
     async def _query(self, query: str, *, time: float | None) -> Series:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._answer(query, time=time)
+        except TimeoutError as exc:
+            raise _TooHeavy(
+                f"Prometheus at {self.url} did not answer within {self.timeout:g} s"
+            ) from exc
+
+    async def _answer(self, query: str, *, time: float | None) -> Series:
         params: dict[str, str] = {"query": query}
         if time is not None:
             params["time"] = f"{time:.3f}"
@@ -225,7 +234,8 @@ class PrometheusSource:
                 f"Prometheus at {self.url} does not answer: {type(exc).__name__}: {exc}"
             ) from exc
         try:
-            body: Any = response.json()
+            # a first read's answer can be tens of megabytes: parsed off the event loop
+            body: Any = await asyncio.to_thread(response.json)
         except ValueError as exc:
             raise PrometheusError(
                 f"Prometheus at {self.url} answered HTTP {response.status_code} without JSON"
@@ -240,7 +250,54 @@ class PrometheusSource:
             raise PrometheusError(
                 f"Prometheus at {self.url} answered HTTP {response.status_code}: {error}"
             )
-        return _matrix(body.get("data"), self.url)
+        warnings = body.get("warnings")
+        if warnings:
+            # a partial answer (a store that did not answer behind Thanos or Mimir, say) would
+            # count its missing series' seconds as no traffic, for good: a failed read is
+            # read again
+            first = warnings[0] if isinstance(warnings, list) else warnings
+            raise PrometheusError(
+                f"Prometheus at {self.url} answered with warnings, so perhaps not whole: {first}"
+            )
+        return await asyncio.to_thread(_matrix, body.get("data"), self.url)
+
+
+def _count(
+    reading: _Reading,
+    answers: list[Series],
+    *,
+    selectors: PrometheusSelectors,
+    queries: list[str],
+    read: _Read,
+    now: float,
+    last_until: float | None,
+) -> dict[tuple[Variant, int], SecondStats]:
+    """A read's answers counted into per-second outcomes (``PrometheusSource.pull``)."""
+    for query in set(reading.trackers) - set(queries):
+        del reading.trackers[query]  # a selector no longer used
+    trackers = [reading.tracker(query, after=last_until) for query in queries]
+    requests = seconds_of(read.increments(answers[0], trackers[0]))
+    errors = seconds_of(read.increments(answers[1], trackers[1]))
+    histograms: dict[tuple[Variant, int], dict[int, int]] = {}
+    sums: dict[tuple[Variant, int], float] = {}
+    if selectors.latency is not None:
+        scale = 1_000.0 if selectors.latency_unit == "seconds" else 1.0
+        histograms = read.histograms(answers[2], trackers[2], scale)
+        sums = {
+            key: amount * scale
+            for key, amount in seconds_of(read.increments(answers[3], trackers[3])).items()
+        }
+    for tracker in reading.trackers.values():
+        tracker.prune(before=now - BACKFILL_SECONDS)
+    return {
+        key: second_stats(
+            requests.get(key, 0.0),
+            errors.get(key, 0.0),
+            sums.get(key, 0.0),
+            histograms.get(key, {}),
+        )
+        for key in requests.keys() | errors.keys() | histograms.keys() | sums.keys()
+    }
 
 
 class _Refused(Exception):
@@ -317,19 +374,45 @@ class _Read:
     def histograms(
         self, series: Series, tracker: CounterTracker, scale: float
     ) -> dict[tuple[Variant, int], dict[int, int]]:
-        # per variant and second: each le edge's increase, added over the variant's series
-        cumulative: dict[tuple[Variant, int], dict[float, float]] = {}
+        """Per variant and second, the log-bucket histogram of its series' increases. Each
+        histogram (its bucket series: the same labels but ``le``) is read on its own edges,
+        then the log buckets are added up: targets of one variant may have different edges
+        (a layout changed mid-rollout), and edges added across them would not be cumulative."""
+        largest: dict[SeriesKey, float] = {}  # per histogram, its largest finite edge
+        for labels, _ in series:
+            edge = _edge(labels, scale)
+            if edge is not None and math.isfinite(edge):
+                group = _histogram_of(labels)
+                largest[group] = max(largest.get(group, edge), edge)
+        cumulative: dict[tuple[Variant, int, SeriesKey], dict[float, float]] = {}
         for labels, variant, (second, amount, _) in self._counted(series, tracker):
-            try:
-                le = float(labels.get("le", "nan"))
-            except ValueError:
-                continue
-            if math.isnan(le):
+            edge = _edge(labels, scale)
+            if edge is None:
                 continue  # not a bucket series
-            edge = le * scale if math.isfinite(le) else math.inf
-            edges = cumulative.setdefault((variant, second), {})
+            edges = cumulative.setdefault((variant, second, _histogram_of(labels)), {})
             edges[edge] = edges.get(edge, 0.0) + amount
-        return {key: latency_histogram(edges) for key, edges in cumulative.items()}
+        out: dict[tuple[Variant, int], dict[int, int]] = {}
+        for (variant, second, group), edges in cumulative.items():
+            merged = out.setdefault((variant, second), {})
+            for bucket, count in latency_histogram(edges, largest=largest.get(group)).items():
+                merged[bucket] = merged.get(bucket, 0) + count
+        return out
+
+
+def _edge(labels: dict[str, str], scale: float) -> float | None:
+    """A bucket series' ``le`` in milliseconds (``math.inf`` for ``+Inf``), or None."""
+    try:
+        le = float(labels.get("le", "nan"))
+    except ValueError:
+        return None
+    if math.isnan(le):
+        return None
+    return le * scale if math.isfinite(le) else math.inf
+
+
+def _histogram_of(labels: dict[str, str]) -> SeriesKey:
+    """The histogram a bucket series belongs to: its labels but ``le``."""
+    return _key({name: value for name, value in labels.items() if name != "le"})
 
 
 def _suffixed(selector: str, suffix: str) -> str:

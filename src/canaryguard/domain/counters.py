@@ -116,26 +116,35 @@ def bucket_at_or_above(upper_ms: float) -> int:
     return bucket
 
 
-def latency_histogram(cumulative: Mapping[float, float]) -> dict[int, int]:
-    """A log-bucket histogram from one second's increases of a Prometheus histogram's
+def latency_histogram(
+    cumulative: Mapping[float, float], *, largest: float | None = None
+) -> dict[int, int]:
+    """A log-bucket histogram from one second's increases of one Prometheus histogram's
     cumulative buckets (``le`` in milliseconds, ``math.inf`` for ``+Inf``).
 
     Each Prometheus bucket's count goes to the log bucket at or above its ``le``; the ``+Inf``
     bucket's to the log bucket above the largest finite ``le`` (slower than every edge, by how
-    much is not known). A cumulative count lower than the one before it (series scraped at
-    different instants) counts as no requests there.
+    much is not known; with no finite edge at all, nowhere). ``largest`` is the histogram's
+    largest finite edge: in a second in which every request was slower than all edges only
+    ``+Inf`` increased, and without it those requests would have no edge to be slower than. A
+    cumulative count lower than the one before it (series scraped at different instants)
+    counts as no requests there.
     """
     out: dict[int, int] = {}
     below = 0.0
     finite = [le for le in cumulative if math.isfinite(le)]
-    top = bucket_at_or_above(max(finite)) + 1 if finite else 0
+    if largest is not None and math.isfinite(largest):
+        finite.append(largest)
+    top = min(bucket_at_or_above(max(finite)) + 1, MAX_BUCKET) if finite else None
     for le in sorted(cumulative):
         count = cumulative[le] - below
         below = max(below, cumulative[le])
         whole = round(count)
         if whole <= 0:
             continue
-        bucket = bucket_at_or_above(le) if math.isfinite(le) else min(top, MAX_BUCKET)
+        bucket = bucket_at_or_above(le) if math.isfinite(le) else top
+        if bucket is None:
+            continue  # a histogram with no finite edge says nothing of how slow
         out[bucket] = out.get(bucket, 0) + whole
     return out
 
