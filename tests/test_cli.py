@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from canaryguard.cli.output import Out
 from canaryguard.wiring import Settings
 from tests.servers import RunningServer, free_port
 
@@ -238,3 +246,153 @@ def test_a_staged_rollback_from_the_command_line_runs_to_the_end(server: Running
     assert kinds[0] == "rollback.manual_initiated"
     assert kinds[-1] == "rollback.completed"
     assert "rollback.progress" in kinds
+
+
+@contextmanager
+def stub_server(answer: bytes) -> Iterator[str]:
+    """A loopback HTTP server that reads each request's head and sends ``answer`` (raw bytes;
+    empty: it closes the connection without answering); yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def http_answer(status: str, content_type: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The CLI's stderr, asserted to be a single ``error: …`` line (no traceback)."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_server_without_a_scheme_exits_2_suggesting_http() -> None:
+    result = cli(None, "--server", "127.0.0.1:18741", "--token", "cgt_x", "status", "team/app")
+    line = one_line_error(result)
+    assert result.returncode == 2
+    assert "'127.0.0.1:18741'" in line
+    assert "http://127.0.0.1:18741" in line
+
+
+def test_server_with_an_ftp_scheme_exits_2_naming_it() -> None:
+    result = cli(None, "--server", "ftp://127.0.0.1:18741", "--token", "cgt_x", "status")
+    line = one_line_error(result)
+    assert result.returncode == 2
+    assert "'ftp://127.0.0.1:18741'" in line
+
+
+def test_server_url_that_does_not_parse_exits_2_naming_it() -> None:
+    result = cli(None, "--server", "http://[::1", "--token", "cgt_x", "status")
+    line = one_line_error(result)
+    assert result.returncode == 2
+    assert "'http://[::1'" in line
+
+
+def test_server_url_from_the_environment_is_checked_too() -> None:
+    env_result = subprocess.run(
+        [sys.executable, "-m", "canaryguard", "--token", "cgt_x", "status"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "CANARYGUARD_URL": "localhost:8000"},
+    )  # fmt: skip
+    line = one_line_error(env_result)
+    assert env_result.returncode == 2
+    assert "CANARYGUARD_URL" in line
+
+
+def test_non_ascii_token_exits_4_saying_tokens_are_printable_ascii() -> None:
+    with stub_server(http_answer("200 OK", "application/json", b"[]")) as url:
+        result = cli(None, "--server", url, "--token", "é", "status")
+    line = one_line_error(result)
+    assert result.returncode == 4
+    assert "printable ASCII" in line
+
+
+def test_server_closing_without_an_answer_exits_1() -> None:
+    with stub_server(b"") as url:
+        result = cli(None, "--server", url, "--token", "cgt_x", "status")
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert f"canaryguard at {url} closed the connection without answering" in line
+
+
+def test_a_success_whose_body_is_not_json_exits_1() -> None:
+    page = b"<html><body>\n<h1>Welcome to nginx!</h1>\n</body></html>"
+    with stub_server(http_answer("200 OK", "text/html", page)) as url:
+        result = cli(None, "--server", url, "--token", "cgt_x", "status")
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "not JSON" in line
+    assert "HTTP 200" in line
+
+
+def test_an_error_whose_body_is_not_an_object_exits_1_with_its_status() -> None:
+    with stub_server(http_answer("502 Bad Gateway", "application/json", b"[]")) as url:
+        result = cli(None, "--server", url, "--token", "cgt_x", "status")
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert line.endswith("(HTTP 502)")
+
+
+def test_an_error_page_of_several_lines_is_one_line() -> None:
+    page = b"<html>\n<head><title>502 Bad Gateway</title></head>\n<body>bad</body>\n</html>"
+    with stub_server(http_answer("502 Bad Gateway", "text/html", page)) as url:
+        result = cli(None, "--server", url, "--token", "cgt_x", "status")
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "502 Bad Gateway" in line
+
+
+def test_events_follow_from_a_server_that_is_no_event_stream_exits_1() -> None:
+    page = b"<html><body>hello</body></html>"
+    with stub_server(http_answer("200 OK", "text/html", page)) as url:
+        result = cli(None, "--server", url, "--token", "cgt_x", "events", "--follow")
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert "not an event stream" in line
+
+
+def test_an_undecodable_admin_token_file_exits_4_saying_tokens_are_printable_ascii(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "admin-token").write_bytes(b"cgt_\xff\xfe")
+    with stub_server(http_answer("200 OK", "application/json", b"[]")) as url:
+        result = cli(None, "--server", url, "--data-dir", str(tmp_path), "status")
+    line = one_line_error(result)
+    assert result.returncode == 4
+    assert "printable ASCII" in line
+
+
+def test_an_error_message_is_printed_as_text_not_markup() -> None:
+    printed = io.StringIO()
+    out = Out(errors=Console(file=printed, width=200))
+    out.error("policy 'a[/x]b' and [bold]c")
+    assert printed.getvalue().strip() == "error: policy 'a[/x]b' and [bold]c"

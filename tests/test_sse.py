@@ -201,3 +201,89 @@ def test_a_replica_s_live_stream_carries_a_change_made_through_another(
             seed(client)
         event = first_live_event(reading=second, changing=first)
     assert event["type"] == "io.canaryguard.split.changed"
+
+
+def newest_event_id(server: RunningServer) -> int:
+    with server.client() as client:
+        return int(client.get("/api/v1/events/log", params={"limit": 10_000}).json()[-1]["id"])
+
+
+def open_stream(server: RunningServer, headers: dict[str, str], **params: str) -> httpx.Response:
+    """The answer to opening the event stream, read only when it is an error (no stream)."""
+    all_headers = {"Authorization": f"Bearer {server.admin_token}", **headers}
+    with httpx.stream(
+        "GET", f"{server.url}/api/v1/events", headers=all_headers, params=params, timeout=10
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+        return response
+
+
+def test_last_event_id_beyond_the_newest_event_is_refused_naming_both(
+    server: RunningServer,
+) -> None:
+    with server.client() as client:
+        seed(client)
+    newest = newest_event_id(server)
+    response = open_stream(server, {"Last-Event-ID": str(newest + 5)})
+    assert response.status_code == 400
+    assert (
+        f"Last-Event-ID {newest + 5} is beyond the newest event, {newest}"
+        in (response.json()["detail"])
+    )
+
+
+def test_after_beyond_the_newest_event_is_refused_naming_both(server: RunningServer) -> None:
+    with server.client() as client:
+        seed(client)
+    newest = newest_event_id(server)
+    response = open_stream(server, {}, after=str(newest + 1))
+    assert response.status_code == 400
+    assert f"after {newest + 1} is beyond the newest event, {newest}" in response.json()["detail"]
+
+
+def test_last_event_id_equal_to_the_newest_event_resumes_with_the_next(
+    server: RunningServer,
+) -> None:
+    with server.client() as client:
+        seed(client)
+    newest = newest_event_id(server)
+    got: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=lambda: got.extend(read_events(server, 1, {"Last-Event-ID": str(newest)}))
+    )
+    reader.start()
+    time.sleep(0.3)
+    with server.client() as client:
+        client.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 7})
+    reader.join(10)
+    assert [int(e["id"]) for e in got] == [newest + 1]
+
+
+def test_last_event_id_with_an_underscore_is_refused(server: RunningServer) -> None:
+    response = open_stream(server, {"Last-Event-ID": "1_000"})
+    assert response.status_code == 400
+    assert "'1_000'" in response.json()["detail"]
+
+
+def test_last_event_id_with_a_sign_is_refused(server: RunningServer) -> None:
+    response = open_stream(server, {"Last-Event-ID": "+0"})
+    assert response.status_code == 400
+
+
+def test_after_with_an_underscore_is_refused(server: RunningServer) -> None:
+    response = open_stream(server, {}, after="1_000")
+    assert response.status_code == 422
+    assert "after" in response.json()["detail"]
+
+
+def test_event_log_after_with_an_underscore_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.get("/api/v1/events/log", params={"after": "1_0"})
+    assert response.status_code == 422
+
+
+def test_last_event_id_of_thousands_of_digits_is_refused(server: RunningServer) -> None:
+    response = open_stream(server, {"Last-Event-ID": "9" * 5000})
+    assert response.status_code == 400
+    assert "at most" in response.json()["detail"]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["Out", "when"]
@@ -48,4 +49,6 @@ class Out:
         self.console.print(table)
 
     def error(self, message: str) -> None:
-        self.errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        # the message may quote the server or the user (a name, a CEL expression): text, not
+        # markup, so "[/x]" is shown as it is rather than failing or vanishing
+        self.errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
