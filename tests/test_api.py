@@ -678,3 +678,27 @@ def test_a_canary_group_with_a_lone_surrogate_is_refused(server: RunningServer) 
         )
     assert response.status_code == 400
     assert "surrogate" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("percent", [True, "25", "NaN"])
+def test_a_canary_share_that_is_not_a_number_is_refused(
+    server: RunningServer, percent: object
+) -> None:
+    with server.client() as client:
+        assert client.post("/api/v1/policies/sec/versions", json={"document": DOC1}).is_success
+        assert client.post("/api/v1/policies/sec/versions", json={"document": DOC2}).is_success
+        client.post("/api/v1/deployments", json={"name": NAME, "stable": "sec@1"})
+        response = client.post(
+            f"/api/v1/deployments/{NAME}/canary", json={"policy": "sec@2", "percent": percent}
+        )
+        deployment = client.get(f"/api/v1/deployments/{NAME}").json()
+    assert response.status_code == 422
+    assert deployment["canary"] is None
+
+
+def test_a_token_lifetime_that_is_not_a_number_is_refused(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.post(
+            "/api/v1/tokens", json={"name": "ci", "role": "viewer", "expires_in_days": True}
+        )
+    assert response.status_code == 422

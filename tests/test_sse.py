@@ -189,6 +189,13 @@ def test_state_stream_watches_a_deployment_that_does_not_exist_yet(server: Runni
     assert [(s["name"], s["revision"]) for s in got] == [("later/app", 1)]
 
 
+def test_state_stream_refuses_a_name_no_deployment_can_have(server: RunningServer) -> None:
+    with server.client() as client:
+        response = client.get("/api/v1/state", params={"deployment": "BAD NAME"})
+    assert response.status_code == 400
+    assert "is not valid" in response.json()["detail"]
+
+
 def test_a_replica_s_live_stream_carries_a_change_made_through_another(
     serve_db: str | None, tmp_path: Path
 ) -> None:

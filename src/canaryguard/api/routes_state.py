@@ -18,6 +18,7 @@ from canaryguard.domain.access import Access
 from canaryguard.domain.errors import NotFound
 from canaryguard.domain.events import EventRecord
 from canaryguard.domain.models import Deployment
+from canaryguard.domain.rollout import check_deployment_name
 from canaryguard.engine.app import CanaryGuard
 
 __all__ = ["router", "state_message"]
@@ -81,6 +82,8 @@ async def state_stream(
 ) -> StreamingResponse:
     """The current state of each named deployment, then every newer one as it commits. A name
     that is no deployment yet is watched too: its state comes when it is created."""
+    for name in deployment:
+        check_deployment_name(name)  # a name no deployment can have would be watched forever
     start = await guard.events.last_seq()  # before the states: a change in between is sent again
     sent: dict[str, int] = {}
     opening = []

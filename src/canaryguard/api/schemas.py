@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
 
 from canaryguard.domain.access import ApiToken, Role
 from canaryguard.domain.assignment import Criterion, Variant
@@ -34,8 +34,15 @@ __all__ = [
     "VerifyOut",
 ]
 
+# a number, and only a number: pydantic would take true as 1 and "25" as 25 (a canary started
+# at 1 % from a mistyped boolean)
+Number = Annotated[float, Strict()]
 Percent = Field(
-    ge=0, le=100, description="canary share in percent, in steps of 0.01", examples=[10]
+    ge=0,
+    le=100,
+    allow_inf_nan=False,
+    description="canary share in percent, in steps of 0.01",
+    examples=[10],
 )
 # sequence numbers and revisions are 64-bit in the database; larger numbers cannot name one
 MAX_SEQ = 2**62
@@ -88,7 +95,7 @@ class PreconditionIn(_In):
 
 class CanaryIn(PreconditionIn):
     policy: str = Field(examples=["payments-security@2"])
-    percent: float = Percent
+    percent: Number = Percent
     criterion: Criterion = Criterion.USER_ID
     attribute: str | None = Field(default=None, max_length=128)
     canary_groups: list[str] = Field(default_factory=list, max_length=100)
@@ -96,7 +103,7 @@ class CanaryIn(PreconditionIn):
 
 
 class SplitIn(PreconditionIn):
-    percent: float = Percent
+    percent: Number = Percent
     canary_groups: list[str] | None = Field(default=None, max_length=100)
     stable_groups: list[str] | None = Field(default=None, max_length=100)
 
@@ -160,7 +167,7 @@ class VerifyOut(BaseModel):
 class TokenIn(_In):
     name: str = Field(min_length=1, max_length=64, examples=["ci-deployer"])
     role: Role
-    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+    expires_in_days: Number | None = Field(default=None, gt=0, le=3650, allow_inf_nan=False)
 
 
 class TokenOut(BaseModel):
