@@ -161,3 +161,13 @@ def test_records_beyond_the_head_are_caught() -> None:
     verdict = verify_chain(records, head=head_of(records[:3]))
     assert (verdict.ok, verdict.first_bad_seq) == (False, 4)
     assert "head" in (verdict.problem or "")
+
+
+@pytest.mark.parametrize("details", ["not json", '{"x": NaN}', "[1]"])
+async def test_details_changed_into_something_unreadable_are_named_not_a_crash(
+    app: CanaryGuard, details: str
+) -> None:
+    await seed(app)
+    await _tamper(app, audit_log.update().where(audit_log.c.seq == 2).values(details=details))
+    verdict = await app.audit.verify()
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 2)

@@ -100,3 +100,25 @@ def test_truncated_blob_is_an_integrity_error() -> None:
     key_id, _ = ring.encrypt(b"x", associated_data=AAD)
     with pytest.raises(IntegrityError, match="too short"):
         ring.decrypt(key_id, b"\x00" * 7, associated_data=AAD)
+
+
+def test_a_rotation_whose_key_file_cannot_be_written_keeps_the_old_primary(
+    tmp_path: Path,
+) -> None:
+    ring, _ = AesGcmKeyRing.load_or_create(tmp_path / "keys.json")
+    old = ring.primary_key_id
+    (tmp_path / "keys.tmp").mkdir()  # the atomic write's temporary file cannot be made
+    with pytest.raises(IsADirectoryError):
+        ring.rotate()
+    key_id, _ = ring.encrypt(b"after", associated_data=AAD)
+    assert (ring.primary_key_id, key_id) == (old, old)
+    assert AesGcmKeyRing.load(tmp_path / "keys.json").primary_key_id == old
+
+
+def test_a_key_file_whose_primary_is_no_name_is_refused(tmp_path: Path) -> None:
+    ring, _ = AesGcmKeyRing.load_or_create(tmp_path / "keys.json")
+    data = json.loads((tmp_path / "keys.json").read_text())
+    data["primary"] = [ring.primary_key_id]
+    (tmp_path / "keys.json").write_text(json.dumps(data))
+    with pytest.raises(InvalidInput, match="not a canaryguard key file"):
+        AesGcmKeyRing.load(tmp_path / "keys.json")

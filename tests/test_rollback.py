@@ -306,3 +306,19 @@ async def test_rolled_back_deployment_can_start_a_new_canary(app: CanaryGuard) -
     await app.rollbacks.rollback(NAME, reason="r", actor=ACTOR)
     again = await app.deployments.start_canary(NAME, policy="sec@2", percent=1, actor=ACTOR)
     assert again.state is DeploymentState.CANARY_ACTIVE
+
+
+async def test_a_rollback_bringing_back_a_canary_whose_baseline_was_pruned_is_refused(
+    app: CanaryGuard,
+) -> None:
+    await seed(app)
+    await app.deployments.configure(NAME, changes={"max_snapshots": 2}, actor=ACTOR)
+    await app.deployments.start_canary(NAME, policy="sec@2", percent=10, actor=ACTOR)
+    during = await app.snapshots.create(NAME, actor=ACTOR, note="during", pinned=True)
+    await app.deployments.abort(NAME, reason="stop", actor=ACTOR)
+    for _ in range(2):  # retention drops the aborted canary's baseline
+        await app.snapshots.create(NAME, actor=ACTOR)
+    before = await app.deployments.get(NAME)
+    with pytest.raises(InvalidInput, match=r"baseline snapshot .* was pruned"):
+        await app.rollbacks.rollback(NAME, reason="back", actor=ACTOR, to=during.id)
+    assert (await app.deployments.get(NAME)).revision == before.revision

@@ -247,7 +247,7 @@ async def test_rotation_reencrypts_every_snapshot_under_the_new_key(
     ring.path = tmp_path / "keys.json"
     created = [await app.snapshots.create(NAME, actor=ACTOR, note=str(i)) for i in range(3)]
     old_key = ring.primary_key_id
-    new_key, count = await app.rotate_keys(actor=ACTOR)
+    new_key, count, _ = await app.rotate_keys(actor=ACTOR)
     infos = await app.snapshots.list(NAME)
     assert (count, new_key != old_key) == (3, True)
     assert {info.key_id for info in infos} == {new_key}
@@ -346,7 +346,7 @@ async def test_rotation_with_env_keys_reencrypts_under_the_newest_env_key(
         Settings(data_dir=tmp_path / "env", db_url=db_url, keys_env=f"{env},k-new:{new_key}")
     )
     try:
-        key_id, count = await restarted.rotate_keys(actor=ACTOR)
+        key_id, count, _ = await restarted.rotate_keys(actor=ACTOR)
         assert (key_id, count) == ("k-new", 1)
         assert (await restarted.snapshots.info(made.id)).key_id == "k-new"
         assert (await restarted.snapshots.get(made.id)).note == "old key"
@@ -412,3 +412,21 @@ def test_store_pruning_follows_the_domain_retention_rule(
             return await tx.snapshots.prune(NAME, keep=keep, protect=protected)
 
     assert runner.run(prune()) == expected
+
+
+async def test_a_snapshot_that_does_not_open_is_left_and_the_rest_reencrypted(
+    app: CanaryGuard, tmp_path: Path
+) -> None:
+    await seed(app)
+    ring = app.ports.keys
+    assert isinstance(ring, AesGcmKeyRing)
+    ring.path = tmp_path / "keys.json"
+    created = [await app.snapshots.create(NAME, actor=ACTOR, note=str(i)) for i in range(3)]
+    bad = max(s.id for s in created)  # the last one the batch reaches
+    blob = bytearray(await _blob(app, bad))
+    blob[20] ^= 0x01
+    await _tamper(app, bad, blob=bytes(blob))
+    new_key, count, not_opened = await app.rotate_keys(actor=ACTOR)
+    infos = {info.id: info.key_id for info in await app.snapshots.list(NAME)}
+    assert (count, not_opened) == (len(infos) - 1, (bad,))
+    assert {key for snapshot_id, key in infos.items() if snapshot_id != bad} == {new_key}

@@ -126,6 +126,8 @@ class AesGcmKeyRing:
                 for key_id, encoded in data["keys"].items()
             }
             primary = data["primary"]
+            if not isinstance(primary, str):
+                raise TypeError(f"primary is {type(primary).__name__}, not the name of a key")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInput(f"key file {path} is not a canaryguard key file: {exc}") from exc
         return cls(keys, primary, path=path)
@@ -150,22 +152,27 @@ class AesGcmKeyRing:
         while key_id in self._keys:
             key_id = _new_key_id()
         key = AESGCM.generate_key(bit_length=256)
+        # on disk first: a key that only this process holds would seal snapshots that no
+        # restart could open, so a failed save leaves the ring as it was
+        self._write({**self._keys, key_id: key}, key_id)
         self._keys[key_id] = key
         self._ciphers[key_id] = AESGCM(key)
         self._primary = key_id
-        self.save()
         return key_id
 
     def save(self) -> None:
         """Write the key file atomically with mode 0600."""
+        self._write(self._keys, self._primary)
+
+    def _write(self, keys: Mapping[str, bytes], primary: str) -> None:
         if self.path is None:
             raise InvalidInput("this key ring has no key file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps(
             {
                 "version": _FILE_VERSION,
-                "primary": self._primary,
-                "keys": {k: base64.b64encode(v).decode() for k, v in self._keys.items()},
+                "primary": primary,
+                "keys": {k: base64.b64encode(v).decode() for k, v in keys.items()},
             },
             indent=2,
         )

@@ -51,5 +51,5 @@ async def revoke_token(name: str, guard: Guard, who: Caller) -> TokenOut:
 @guarded(router, "POST", "/keys/rotate", Access.ADMIN, response_model=RotateOut, tags=["keys"])
 async def rotate_keys(guard: Guard, who: Caller) -> RotateOut:
     """Make a new snapshot key and re-encrypt every snapshot with it."""
-    key_id, count = await guard.rotate_keys(actor=who.name)
-    return RotateOut(key_id=key_id, reencrypted=count)
+    key_id, count, skipped = await guard.rotate_keys(actor=who.name)
+    return RotateOut(key_id=key_id, reencrypted=count, not_opened=list(skipped))

@@ -190,6 +190,11 @@ class TokenCreatedOut(TokenOut):
 class RotateOut(BaseModel):
     key_id: str
     reencrypted: int
+    not_opened: list[str] = Field(
+        default_factory=list,
+        description="snapshots that do not open (changed in the store, or under a key that is "
+        "gone): left under their old keys; the rest were re-encrypted",
+    )
 
 
 class DetectorTestOut(BaseModel):

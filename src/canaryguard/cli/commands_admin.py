@@ -110,7 +110,14 @@ def keys_rotate(ctx: typer.Context) -> None:
     """Make a new snapshot key and re-encrypt every snapshot with it."""
     c = ctx_of(ctx)
     rotated = c.api.post("/keys/rotate")
-    c.out.result(
-        rotated,
-        f"primary key is now {rotated['key_id']}; re-encrypted {rotated['reencrypted']} snapshots",
+    message = (
+        f"primary key is now {rotated['key_id']}; re-encrypted {rotated['reencrypted']} snapshots"
     )
+    not_opened = rotated.get("not_opened") or []
+    if not_opened:
+        # said, not failed: the rest are under the new key, and these cannot be by any run
+        message += (
+            f"; {len(not_opened)} do not open (changed in the store, or under a key that is "
+            f"gone) and stay as they are: {', '.join(not_opened)}"
+        )
+    c.out.result(rotated, message)

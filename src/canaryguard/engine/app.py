@@ -69,19 +69,19 @@ class CanaryGuard:
             pending=pending,
         )
 
-    async def rotate_keys(self, *, actor: str) -> tuple[str, int]:
+    async def rotate_keys(self, *, actor: str) -> tuple[str, int, tuple[str, ...]]:
         """Make a new primary key (with a key file) and re-encrypt every snapshot with it.
 
         With keys from ``CANARYGUARD_KEYS`` no key can be made here: the operator adds the new
         key at the end of the variable and restarts, and this re-encrypts under it. Returns the
-        primary key id and how many snapshots were re-encrypted.
+        primary key id, how many snapshots were re-encrypted, and those that do not open.
         """
         keys = self.ports.keys
         key_id = keys.rotate() if keys.can_rotate else keys.primary_key_id
         async with unit_of_work(self.ports, actor) as unit:
             await unit.audit("keys.rotate", details={"key_id": key_id, "new_key": keys.can_rotate})
-        count = await self.snapshots.reencrypt(actor=actor)
-        return key_id, count
+        count, skipped = await self.snapshots.reencrypt(actor=actor)
+        return key_id, count, skipped
 
     def lead(self, *, ttl: timedelta = TTL) -> Leadership:
         """Run the monitor and the executor only while this process holds the controller lease

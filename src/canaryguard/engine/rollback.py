@@ -283,6 +283,20 @@ class RollbackManager:
                 raise IntegrityError(
                     f"policy {document.ref} of snapshot {target_id} differs from the store"
                 )
+        baseline = target.baseline_snapshot_id
+        if (
+            target.canary is not None
+            and baseline is not None
+            and await unit.tx.snapshots.get(baseline) is None
+        ):
+            # the canary brought back could not be rolled back by default: what it returns
+            # to, the state before that canary started, is gone
+            raise InvalidInput(
+                f"snapshot {target_id} brings back canary {target.canary.ref}, whose baseline "
+                f"snapshot {baseline} (the state before it, which rolling it back returns to) "
+                "was pruned by retention; roll back to a snapshot without a canary, or pin "
+                "baselines you may want to return to"
+            )
         return target
 
     async def begin(

@@ -223,34 +223,50 @@ class SnapshotService:
         return diff_values(old.model_dump(mode="json"), new.model_dump(mode="json"))
 
     # -- keys ------------------------------------------------------------------------------
-    async def reencrypt(self, *, actor: str) -> int:
-        """Re-encrypt every snapshot that is not under the primary key; returns how many.
+    async def reencrypt(self, *, actor: str) -> tuple[int, tuple[str, ...]]:
+        """Re-encrypt every snapshot that is not under the primary key; returns how many, and
+        the ids of those that do not open (changed in the store, or under a key no longer in
+        the ring): they stay as they are, and the rest are re-encrypted all the same.
 
         Works in batches, each its own transaction, so a large store is never locked for long
         and an interrupted run simply continues next time.
         """
         primary = self._ports.keys.primary_key_id
         done = 0
+        skipped: set[str] = set()
         while True:
             async with unit_of_work(self._ports, actor) as unit:
-                ids = await unit.tx.snapshots.ids_not_under(primary, limit=REENCRYPT_BATCH)
+                listed = await unit.tx.snapshots.ids_not_under(
+                    primary, limit=REENCRYPT_BATCH + len(skipped)
+                )
+                ids = [snapshot_id for snapshot_id in listed if snapshot_id not in skipped]
+                moved = 0
                 for snapshot_id in ids:
                     sealed = await unit.tx.snapshots.get(snapshot_id)
                     if sealed is None:
                         continue
-                    resealed = self.seal(
-                        self.unseal(sealed), seq=sealed.info.seq, pinned=sealed.info.pinned
-                    )
+                    try:
+                        opened = self.unseal(sealed)
+                    except IntegrityError:
+                        skipped.add(snapshot_id)
+                        continue
+                    resealed = self.seal(opened, seq=sealed.info.seq, pinned=sealed.info.pinned)
                     await unit.tx.snapshots.replace_blob(
                         snapshot_id, key_id=resealed.info.key_id, blob=resealed.blob
                     )
+                    moved += 1
                 if ids:
                     await unit.audit(
-                        "keys.reencrypt", details={"key_id": primary, "snapshots": len(ids)}
+                        "keys.reencrypt",
+                        details={
+                            "key_id": primary,
+                            "snapshots": moved,
+                            "not_opened": [i for i in ids if i in skipped],
+                        },
                     )
-            done += len(ids)
+            done += moved
             if len(ids) < REENCRYPT_BATCH:
-                return done
+                return done, tuple(sorted(skipped))
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,7 +13,10 @@ from canaryguard.domain.audit import GENESIS_HASH, AuditEntry, seal_entry
 from canaryguard.domain.canonical import canonical_json
 from canaryguard.domain.models import AuditRecord
 
-__all__ = ["SqlAuditLog"]
+__all__ = ["UNREADABLE", "SqlAuditLog"]
+
+# the key under which a record shows details that no longer read as a JSON object
+UNREADABLE = "unreadable"
 
 
 # Built once: appending is on every change's path.
@@ -64,7 +68,7 @@ class SqlAuditLog:
                 reason=row["reason"],
                 revision_before=row["revision_before"],
                 revision_after=row["revision_after"],
-                details=json.loads(row["details"]),
+                details=_details(row["details"]),
                 prev_hash=row["prev_hash"],
                 hash=row["hash"],
             )
@@ -77,3 +81,16 @@ class SqlAuditLog:
         if row is None or row.seq == 0:
             return None
         return int(row.seq), str(row.hash)
+
+
+def _details(stored: str) -> dict[str, Any]:
+    """A record's details as written, or, where the stored text is no longer a JSON object
+    (changed behind the log's back), that text under ``UNREADABLE``: the record still reads,
+    and its hash no longer matches, so ``audit verify`` names it."""
+    try:
+        details = json.loads(stored)
+    except ValueError:
+        details = None
+    if not isinstance(details, dict):
+        return {UNREADABLE: str(stored)[:200]}
+    return details
