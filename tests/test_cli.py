@@ -15,8 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 
+from canaryguard.cli.client import ApiClient
 from canaryguard.cli.output import Out
 from canaryguard.wiring import Settings
 from tests.servers import RunningServer, free_port
@@ -396,3 +398,26 @@ def test_an_error_message_is_printed_as_text_not_markup() -> None:
     out = Out(errors=Console(file=printed, width=200))
     out.error("policy 'a[/x]b' and [bold]c")
     assert printed.getvalue().strip() == "error: policy 'a[/x]b' and [bold]c"
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_stream_that_ends_without_events_is_asked_again_after_the_server_s_retry() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        b"retry: 2500\n\n"
+    )
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            raise _Stop
+
+    with stub_server(answer) as url:
+        api = ApiClient(url, "cgt_x", sleep=sleep)
+        with pytest.raises(_Stop):
+            list(api.stream_events(deployment=None, after=None))
+    assert pauses == [2.5, 2.5, 2.5]

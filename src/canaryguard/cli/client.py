@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ EXIT_CONFLICT = 3
 EXIT_NOT_ALLOWED = 4
 DEFAULT_URL = "http://127.0.0.1:8000"
 RECONNECT_ATTEMPTS = 8
+DEFAULT_RETRY_SECONDS = 1.0  # before reconnecting to a stream that ended, unless it says
 
 
 class CliError(Exception):
@@ -97,6 +98,14 @@ def _one_line(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else f"{flat[:limit]}..."
 
 
+def _retry_seconds(text: str, current: float) -> float:
+    """An SSE ``retry:`` field (milliseconds) in seconds, kept within 0.1 to 60 s; a field that
+    is not a number leaves ``current``, as the SSE specification says."""
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        return current
+    return min(max(int(text) / 1000, 0.1), 60.0)
+
+
 @dataclass
 class ApiClient:
     """The canaryguard REST API as the CLI uses it: every failure becomes a CliError."""
@@ -104,6 +113,7 @@ class ApiClient:
     base_url: str
     token: str | None
     timeout: float = 30.0
+    sleep: Callable[[float], None] = time.sleep  # between reconnections of an event stream
 
     def _client(self, timeout: float | None = None) -> httpx.Client:
         # checked here, not at construction: commands that never call the server (serve,
@@ -200,10 +210,12 @@ class ApiClient:
         """Yield events from the SSE stream; reconnect with Last-Event-ID when it drops."""
         last = after
         failures = 0
+        retry = DEFAULT_RETRY_SECONDS
         while True:
             headers = {"Last-Event-ID": str(last)} if last is not None else {}
             params = {"deployment": deployment} if deployment else {}
             streaming = False
+            got = False  # an event on this connection
             try:
                 with (
                     self._client(timeout=None) as client,
@@ -220,17 +232,26 @@ class ApiClient:
                             data.append(line[5:].strip())
                         elif line.startswith("id:"):
                             last = self._event_id(line[3:].strip())
+                        elif line.startswith("retry:"):
+                            retry = _retry_seconds(line[6:].strip(), retry)
                         elif not line and data:
+                            got = True
                             yield self._event("\n".join(data))
                             data = []
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                if streaming:
-                    continue  # the server closed the stream: resume after the last event seen
-                failures = self._wait_to_reconnect(failures, exc)
+                if not streaming:
+                    failures = self._wait_to_reconnect(failures, exc)
+                    continue
             except (httpx.NetworkError, httpx.TimeoutException) as exc:
                 failures = self._wait_to_reconnect(failures, exc)
+                continue
             except httpx.RequestError as exc:
                 raise self._transport_error(exc) from exc
+            # the stream ended (the server closed it): resume after the last event seen, at
+            # once when it brought events, else after the server's retry (a server that ends
+            # every stream at once is not asked again and again without a pause)
+            if not got:
+                self.sleep(retry)
 
     def _wait_to_reconnect(self, failures: int, exc: httpx.RequestError) -> int:
         """Sleep before the next try (longer after each failure); CliError after the last."""
@@ -240,7 +261,7 @@ class ApiClient:
             raise CliError(
                 f"lost canaryguard at {self.base_url}; gave up reconnecting ({reason})"
             ) from exc
-        time.sleep(min(0.5 * 2**failures, 5.0))
+        self.sleep(min(0.5 * 2**failures, 5.0))
         return failures
 
     def _event_id(self, text: str) -> int:
