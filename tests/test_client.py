@@ -8,6 +8,8 @@ import gzip
 import http.server
 import json
 import multiprocessing
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -324,3 +326,114 @@ def test_a_flush_after_close_still_sends_and_keeps_no_connection(receiver: str) 
     client.record(_assignment(), ok=True, latency_ms=5)
     client.flush()
     assert (len(_Receiver.seen), client._send_http) == (1, None)
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """Answers every request with ``status`` and ``body`` (a proxy's page, a rate limit),
+    counting them."""
+
+    protocol_version = "HTTP/1.1"
+    status: ClassVar[int] = 200
+    content_type: ClassVar[str] = "text/html"
+    body: ClassVar[bytes] = b"<html><body>maintenance</body></html>"
+    asked: ClassVar[list[str]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        self.asked.append(f"{self.command} {self.path}")
+        self.send_response(self.status)
+        self.send_header("content-type", self.content_type)
+        self.send_header("content-length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def answering() -> Iterator[str]:
+    _Answering.asked = []
+    _Answering.status, _Answering.content_type = 200, "text/html"
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_page_that_is_not_canaryguard_s_neither_fails_the_start_nor_stops_the_polling(
+    answering: str,
+) -> None:
+    client = Client(answering, "cgt_x", [NAME], poll_interval=0.1, flush_interval=60)
+    try:
+        eventually(
+            lambda: sum(a.startswith("GET /api/v1/deployments") for a in _Answering.asked) >= 3
+        )
+        assert all(thread.is_alive() for thread in client._threads)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("status", [408, 429])
+def test_a_batch_refused_for_now_is_retried(answering: str, status: int) -> None:
+    _Answering.status, _Answering.content_type = status, "application/json"
+    client = Client(answering, "cgt_x", [NAME], flush_interval=60, start=False, compact=False)
+    client.record(_assignment(), ok=True, latency_ms=5)
+    client.flush()
+    assert (client.stats.batches_retried, client.stats.batches_dropped) == (1, 0)
+    client.close()
+
+
+def test_batches_close_cannot_send_are_counted_as_dropped(tmp_path: Path) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # takes connections, never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client = Client(url, "cgt_x", [NAME], flush_interval=60, timeout=0.3, start=False)
+    try:
+        client.record(_assignment(), ok=True, latency_ms=5)
+        client.close()
+    finally:
+        listener.close()
+    assert (client.stats.batches_dropped, client.stats.observations_dropped) == (1, 1)
+
+
+def test_no_pending_batches_at_all_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_pending_batches"):
+        Client("http://127.0.0.1:9", "cgt_x", [NAME], max_pending_batches=0, start=False)
+
+
+def test_a_cache_file_holding_another_deployment_is_not_served(tmp_path: Path) -> None:
+    other = DeploymentState.from_json(
+        {
+            "name": "someone/else",
+            "revision": 3,
+            "split": {"canary_basis_points": 0, "criterion": "random", "salt": "s"},
+            "stable": {"name": "sec", "version": "1", "content_hash": "h", "document": {}},
+            "canary": None,
+        }
+    )
+    (tmp_path / (NAME.replace("/", "__") + ".json")).write_text(json.dumps(other.to_json()))
+    client = Client("http://127.0.0.1:9", "cgt_x", [NAME], cache_dir=tmp_path, start=False)
+    with pytest.raises(NotReady):
+        client.assign(NAME, user_id="u1")
+    client.close()
+
+
+def test_a_client_closed_before_a_fork_stays_closed_in_the_child(receiver: str) -> None:
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, start=False)
+    client.start()
+    client.close()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 when no thread of the client came back
+        revived = any(thread.is_alive() for thread in client._threads)
+        os._exit(1 if revived else 0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -109,3 +112,94 @@ def test_user_key_from_a_cookie_keeps_a_user_sticky(server: RunningServer) -> No
             middleware._user({"headers": [(b"cookie", b"uid=u-17; other=1")]}) for _ in range(3)
         }
     assert seen == {"u-17"}
+
+
+def offline_client(tmp_path: Path) -> Client:
+    """A client that never reaches a server, with the canary at 100 % from its cache."""
+    state = {
+        "name": NAME,
+        "revision": 5,
+        "split": {
+            "canary_basis_points": 10_000,
+            "criterion": "user_id",
+            "salt": "abcd",
+            "attribute": None,
+            "canary_groups": [],
+            "stable_groups": [],
+        },
+        "stable": {"name": "sec", "version": "1", "content_hash": "h1", "document": {}},
+        "canary": {"name": "sec", "version": "2", "content_hash": "h2", "document": {}},
+    }
+    (tmp_path / (NAME.replace("/", "__") + ".json")).write_text(json.dumps(state))
+    return Client("http://127.0.0.1:9", "t", [NAME], cache_dir=tmp_path, start=False)
+
+
+def http_scope(headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    return {"type": "http", "headers": headers or [], "client": ("1.2.3.4", 1)}
+
+
+async def no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def discard(_message: Any) -> None:
+    return None
+
+
+async def test_asgi_cancellation_after_a_200_has_started_is_recorded_as_a_success(
+    server: RunningServer, client: Client
+) -> None:
+    async def cancelled(_scope: Any, _receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise asyncio.CancelledError  # the client went away
+
+    with pytest.raises(asyncio.CancelledError):
+        await ASGIMiddleware(cancelled, client=client, deployment=NAME)(
+            http_scope(), no_body, discard
+        )
+    client.flush()
+    metrics = canary_metrics(server)
+    assert (metrics["requests"], metrics["errors"]) == (1, 0)
+
+
+async def test_asgi_key_callable_that_raises_serves_the_request_unassigned(
+    tmp_path: Path,
+) -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, _receive: Any, send: Any) -> None:
+        seen.append(scope.get("state", {}).get("canaryguard"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    def key(scope: Any) -> str:
+        return str(dict(scope["headers"])[b"x-user-id"])  # KeyError: no such header
+
+    middleware = ASGIMiddleware(app, client=offline_client(tmp_path), deployment=NAME, key=key)
+    await middleware(http_scope(), no_body, discard)
+    assert seen == [None]
+
+
+def test_wsgi_key_callable_that_raises_serves_the_request_unassigned(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append(environ.get("canaryguard.assignment"))
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    def key(environ: Any) -> str:
+        return str(environ["HTTP_X_USER_ID"])  # KeyError: no such header
+
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    middleware = WSGIMiddleware(app, client=offline_client(tmp_path), deployment=NAME, key=key)
+    body = b"".join(middleware(environ, lambda *_: None))
+    assert (body, seen) == (b"ok", [None])
+
+
+def test_a_malformed_cookie_does_not_hide_the_user_key_cookie(tmp_path: Path) -> None:
+    middleware = ASGIMiddleware(
+        asgi_app(), client=offline_client(tmp_path), deployment=NAME, header=None, cookie="uid"
+    )
+    header = b"theme=dark mode; uid=user42"
+    assert middleware._user({"headers": [(b"cookie", header)]}) == "user42"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
 from collections.abc import Callable
@@ -10,10 +12,28 @@ from typing import Any
 
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.histogram import bucket_for
+from canaryguard.domain.observation_batch import MAX_LATENCY
 
 __all__ = ["OutcomeBuffer"]
 
 Key = tuple[str, int, Variant, int]
+
+
+def _sanitised(latency_ms: object) -> float:
+    """A latency the server accepts, whatever the application passed: a negative number (or
+    -inf) is 0, anything above the server's bound (or +inf) is the bound, and NaN or anything
+    that is not a real number is 0. ``record`` is on the request path: it must never raise."""
+    if not isinstance(latency_ms, numbers.Real):
+        return 0.0
+    try:
+        value = float(latency_ms)
+    except OverflowError:  # an int beyond float's range
+        return 0.0 if isinstance(latency_ms, int) and latency_ms < 0 else MAX_LATENCY
+    except (TypeError, ValueError):
+        return 0.0
+    if math.isnan(value):
+        return 0.0
+    return min(max(value, 0.0), MAX_LATENCY)
 
 
 @dataclass(slots=True)
@@ -40,7 +60,7 @@ class OutcomeBuffer:
         self, deployment: str, revision: int, variant: Variant, *, ok: bool, latency_ms: float
     ) -> None:
         key = (deployment, revision, variant, int(self._now()))
-        latency = latency_ms if latency_ms >= 0 else 0.0
+        latency = _sanitised(latency_ms)
         bucket = bucket_for(latency)
         with self._lock:
             cell = self._cells.get(key)
@@ -52,15 +72,21 @@ class OutcomeBuffer:
             cell.requests += 1
             if not ok:
                 cell.errors += 1
-            cell.latency_sum_ms += latency
+            # saturates at the server's bound: a batch holding a larger sum is refused whole
+            cell.latency_sum_ms = min(cell.latency_sum_ms + latency, MAX_LATENCY)
             cell.latency_max_ms = max(cell.latency_max_ms, latency)
             cell.histogram[bucket] = cell.histogram.get(bucket, 0) + 1
 
     def drain(self, *, everything: bool = False) -> list[dict[str, Any]]:
-        """Take the finished seconds (all of them with ``everything``) as observation dicts."""
+        """Take the finished seconds (all of them with ``everything``) as observation dicts.
+
+        Every second but the current one is finished, those after it included: after the wall
+        clock steps back, the seconds recorded before the step are not held until it catches
+        up. (Should the clock come back to such a second, its new cell is sent on its own: the
+        server adds cells up.)"""
         current = int(self._now())
         with self._lock:
-            keys = [k for k in self._cells if everything or k[3] < current]
+            keys = [k for k in self._cells if everything or k[3] != current]
             cells = [(k, self._cells.pop(k)) for k in keys]
         return [
             {

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import tempfile
 import threading
 import time
 import weakref
@@ -39,6 +40,8 @@ log = logging.getLogger("canaryguard.client")
 MAX_BATCH = 5_000
 COMPACT = observation_batch.CONTENT_TYPE
 UNSUPPORTED_MEDIA_TYPE = 415
+# refusals that say "later", not "never" (a proxy's rate limit, a request timeout): retried
+_TRY_AGAIN = frozenset({408, 429})
 
 
 class NotReady(RuntimeError):
@@ -76,6 +79,8 @@ class Client:
         compact: bool = True,
         start: bool = True,
     ) -> None:
+        if max_pending_batches < 1:
+            raise ValueError(f"max_pending_batches must be at least 1, got {max_pending_batches}")
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._names = tuple(dict.fromkeys(deployments))
@@ -176,7 +181,11 @@ class Client:
         self._send(self._buffer.drain(everything=True))
 
     def close(self) -> None:
-        """Stop the threads and flush: call at shutdown (or use the client as a context manager)."""
+        """Stop the threads and flush: call at shutdown (or use the client as a context manager).
+
+        Bounded: the last flush tries each waiting batch once, for at most ``timeout`` seconds
+        in all (a server that hangs must not hold the application's shutdown), and what it
+        could not send is counted as dropped."""
         self._stop.set()
         stream = self._live_stream
         if stream is not None:
@@ -184,13 +193,25 @@ class Client:
                 stream.close()
         for thread in self._threads:
             thread.join(self._timeout + 1)
-        self.flush()
-        self.stats.outcomes_dropped = self._buffer.dropped
-        with self._send_lock:
+        deadline = time.monotonic() + self._timeout
+        if self._send_lock.acquire(timeout=self._timeout + 1):
+            try:
+                self._send_locked(self._buffer.drain(everything=True), deadline=deadline)
+                self._closed = True
+                if self._send_http is not None:
+                    self._send_http.close()
+                    self._send_http = None
+                left = list(self._pending)
+                self._pending.clear()
+            finally:
+                self._send_lock.release()
+        else:  # the sender is stuck in a send: what it holds stays with it
             self._closed = True
-            if self._send_http is not None:
-                self._send_http.close()
-                self._send_http = None
+            left = []
+        for batch, _, _ in left:
+            self.stats.batches_dropped += 1
+            self.stats.observations_dropped += len(batch)
+        self.stats.outcomes_dropped = self._buffer.dropped
 
     def __enter__(self) -> Client:
         return self
@@ -210,6 +231,15 @@ class Client:
                         self._refresh(http, name)
                     except httpx.HTTPStatusError as exc:  # one unknown name must not block the rest
                         log.warning("cannot read deployment %s: %s", name, exc)
+                    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                        # a 200 that is no deployment (a proxy's page, a maintenance answer):
+                        # served as if unreachable, and read again at the next poll
+                        log.warning(
+                            "cannot read deployment %s: the answer is not canaryguard's (%s: %s)",
+                            name,
+                            type(exc).__name__,
+                            exc,
+                        )
         except httpx.HTTPError as exc:
             log.warning("canaryguard unreachable (%s); serving the last known good state", exc)
 
@@ -263,10 +293,15 @@ class Client:
                 pause = 0.5
             except (httpx.HTTPError, ValueError) as exc:
                 log.debug("event stream interrupted: %s", exc)
+            except Exception:  # this thread outlives any answer: without it, no state follows
+                log.exception("following the state stream failed; polling meanwhile")
             if self._stop.is_set():
                 return
             self.stats.stream_reconnects += 1
-            self._refresh_all()  # polling while the stream is down
+            try:
+                self._refresh_all()  # polling while the stream is down
+            except Exception:
+                log.exception("polling the state failed; trying again")
             self._stop.wait(min(pause, self._poll_interval))
             pause = min(pause * 2, self._poll_interval)
 
@@ -339,16 +374,22 @@ class Client:
         body = json.dumps({"batch_id": batch_id, "observations": batch}).encode()
         return body, "application/json"
 
-    def _send_locked(self, observations: list[dict[str, Any]]) -> None:
+    def _send_locked(
+        self, observations: list[dict[str, Any]], *, deadline: float | None = None
+    ) -> None:
         for start in range(0, len(observations), MAX_BATCH):
             self._queue(observations[start : start + MAX_BATCH], secrets.token_hex(12), 0)
         if not self._pending:
             return
         with self._sending() as http:
-            self._send_pending(http)
+            self._send_pending(http, deadline=deadline)
 
-    def _send_pending(self, http: httpx.Client) -> None:
+    def _send_pending(self, http: httpx.Client, *, deadline: float | None = None) -> None:
         for _ in range(len(self._pending)):
+            if deadline is not None and time.monotonic() >= deadline:
+                return  # closing: the rest is counted as dropped
+            if deadline is None and self._stop.is_set() and not self._closed:
+                return  # closing: the last flush takes it from here, within its bound
             batch, batch_id, attempts = self._pending.popleft()
             raw, content_type = self._body(batch, batch_id)
             body = gzip.compress(raw, compresslevel=1)  # ~40x cheaper than 9, ~35 % more bytes
@@ -363,7 +404,7 @@ class Client:
                     self._compact = False
                     self._pending.appendleft((batch, batch_id, attempts))  # again, as JSON
                     continue
-                if response.status_code >= 500:
+                if response.status_code >= 500 or response.status_code in _TRY_AGAIN:
                     raise httpx.HTTPStatusError(
                         "server error", request=response.request, response=response
                     )
@@ -394,11 +435,17 @@ class Client:
             return
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # policies inside
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(state.to_json()))
-            os.replace(tmp, path)
+            # a new file of our own (never one planted there, nor a link followed), mode 0600:
+            # the policies are inside
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps(state.to_json()))
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         except OSError as exc:  # serving matters more than the cache
             log.warning("cannot write the state cache %s: %s", path, exc)
 
@@ -408,7 +455,10 @@ class Client:
             if path is None or not path.exists():
                 continue
             try:
-                self._apply(DeploymentState.from_json(json.loads(path.read_text())))
+                cached = DeploymentState.from_json(json.loads(path.read_text()))
+                if cached.name != name:
+                    raise ValueError(f"it holds deployment {cached.name!r}, not {name!r}")
+                self._apply(cached)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring the unreadable state cache %s: %s", path, exc)
 
@@ -417,10 +467,11 @@ class Client:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._send_http = None  # the parent's connection is the parent's
-        self._closed = False
         self._buffer.reset()
         self._pending.clear()
         self.stats = ClientStats()
+        if self._closed:
+            return  # closed in the parent: closed here too
         if self._threads:  # the parent's threads do not exist here: start this process's own
             self._stop = threading.Event()
             self._start_threads()

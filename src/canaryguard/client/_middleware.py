@@ -3,14 +3,15 @@
 The ASGI middleware (Starlette, FastAPI, any ASGI app) puts the assignment in
 ``request.state.canaryguard``; the WSGI one in ``environ["canaryguard.assignment"]``. A 5xx
 response or an exception counts as an error. When the client has no state yet (never reached
-the server and no cache), requests pass through unassigned and unrecorded: fail-open.
+the server and no cache), or finding the user key or assigning fails in any other way (a ``key=``
+callable that raises), requests pass through unassigned and unrecorded: fail-open.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
-from http.cookies import SimpleCookie
 from typing import Any
 
 from canaryguard.client._client import Client, NotReady
@@ -25,12 +26,22 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
+_log = logging.getLogger("canaryguard.client")
+
 
 def _from_cookie(header: str | None, name: str) -> str | None:
+    """The first cookie called ``name``, read leniently: one malformed cookie in the header
+    (``theme=dark mode``) does not hide the others, as it does with ``SimpleCookie``."""
     if not header:
         return None
-    morsel = SimpleCookie(header).get(name)
-    return morsel.value if morsel is not None else None
+    for pair in header.split(";"):
+        key, equals, value = pair.partition("=")
+        if equals and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value
+    return None
 
 
 class _Keys:
@@ -62,6 +73,20 @@ class _Assigning:
         self.client = client
         self.deployment = deployment
         self.keys = _Keys(header, cookie, key)
+        self._warned = False
+
+    def _assign(self, user: Callable[[], str | None], ip: str | None) -> Assignment | None:
+        """The request's assignment, or None to serve it unassigned: never raises, as
+        ``NotReady`` or a ``key=`` callable that fails must not fail the application's request."""
+        try:
+            return self.client.assign(self.deployment, user_id=user(), ip=ip)
+        except Exception as error:
+            if not isinstance(error, NotReady) and not self._warned:
+                self._warned = True  # once: this runs on every request
+                _log.warning(
+                    "canaryguard: serving requests unassigned, assigning failed", exc_info=True
+                )
+            return None
 
 
 class ASGIMiddleware(_Assigning):
@@ -84,30 +109,31 @@ class ASGIMiddleware(_Assigning):
             await self.app(scope, receive, send)
             return
         client_address = scope.get("client")
-        try:
-            assignment = self.client.assign(
-                self.deployment,
-                user_id=self._user(scope),
-                ip=client_address[0] if client_address else None,
-            )
-        except NotReady:
+        assignment = self._assign(
+            lambda: self._user(scope), client_address[0] if client_address else None
+        )
+        if assignment is None:
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})["canaryguard"] = assignment
         status = 500
+        responded = False
         started = time.perf_counter()
 
         async def tracking_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                responded = True
             await send(message)
 
         failed = False
         try:
             await self.app(scope, receive, tracking_send)
         except BaseException:
-            failed = True  # even after a response under 500 has started
+            # after a response has started its status decides (a client that went away,
+            # CancelledError, under a 200 is a success); before, any exception is an error
+            failed = not responded
             raise
         finally:
             elapsed = (time.perf_counter() - started) * 1000
@@ -133,11 +159,8 @@ class WSGIMiddleware(_Assigning):
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        try:
-            assignment = self.client.assign(
-                self.deployment, user_id=self._user(environ), ip=environ.get("REMOTE_ADDR")
-            )
-        except NotReady:
+        assignment = self._assign(lambda: self._user(environ), environ.get("REMOTE_ADDR"))
+        if assignment is None:
             return self.app(environ, start_response)
         environ["canaryguard.assignment"] = assignment
         status = [500]
