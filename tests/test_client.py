@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -252,16 +253,25 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A loopback HTTP server of ``handler`` on a thread; yields its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def receiver() -> Iterator[str]:
     _Receiver.seen = []
     _Receiver.takes_compact = False
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(_Receiver) as url:
+        yield url
 
 
 def _assignment() -> Assignment:
@@ -362,12 +372,8 @@ class _Answering(http.server.BaseHTTPRequestHandler):
 def answering() -> Iterator[str]:
     _Answering.asked = []
     _Answering.status, _Answering.content_type = 200, "text/html"
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(_Answering) as url:
+        yield url
 
 
 def test_a_page_that_is_not_canaryguard_s_neither_fails_the_start_nor_stops_the_polling(
