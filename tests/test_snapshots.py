@@ -237,22 +237,29 @@ async def test_wrong_key_ring_cannot_read_snapshots(app: CanaryGuard) -> None:
         await other.snapshots.get(snapshot.id)
 
 
-async def test_rotation_reencrypts_every_snapshot_under_the_new_key(
+async def _three_snapshots_with_a_key_file(
     app: CanaryGuard, tmp_path: Path
-) -> None:
+) -> tuple[AesGcmKeyRing, list[Snapshot]]:
+    """A seeded deployment with three snapshots, its key ring kept in a key file (to rotate)."""
     await seed(app)
     ring = app.ports.keys
     assert isinstance(ring, AesGcmKeyRing)
-
     ring.path = tmp_path / "keys.json"
     created = [await app.snapshots.create(NAME, actor=ACTOR, note=str(i)) for i in range(3)]
+    return ring, created
+
+
+async def test_rotation_reencrypts_every_snapshot_under_the_new_key(
+    app: CanaryGuard, tmp_path: Path
+) -> None:
+    ring, created = await _three_snapshots_with_a_key_file(app, tmp_path)
     old_key = ring.primary_key_id
     new_key, count, _ = await app.rotate_keys(actor=ACTOR)
     infos = await app.snapshots.list(NAME)
     assert (count, new_key != old_key) == (3, True)
     assert {info.key_id for info in infos} == {new_key}
     assert [(await app.snapshots.get(s.id)).note for s in created] == ["0", "1", "2"]
-    reloaded = AesGcmKeyRing.load(ring.path)
+    reloaded = AesGcmKeyRing.load(tmp_path / "keys.json")
     assert set(reloaded.key_ids) == {old_key, new_key}
 
 
@@ -417,11 +424,7 @@ def test_store_pruning_follows_the_domain_retention_rule(
 async def test_a_snapshot_that_does_not_open_is_left_and_the_rest_reencrypted(
     app: CanaryGuard, tmp_path: Path
 ) -> None:
-    await seed(app)
-    ring = app.ports.keys
-    assert isinstance(ring, AesGcmKeyRing)
-    ring.path = tmp_path / "keys.json"
-    created = [await app.snapshots.create(NAME, actor=ACTOR, note=str(i)) for i in range(3)]
+    _, created = await _three_snapshots_with_a_key_file(app, tmp_path)
     bad = max(s.id for s in created)  # the last one the batch reaches
     blob = bytearray(await _blob(app, bad))
     blob[20] ^= 0x01

@@ -20,6 +20,7 @@ __all__ = [
     "canonical_json",
     "check_json_compatible",
     "content_hash",
+    "is_unicode",
 ]
 
 JsonObject = dict[str, Any]
@@ -78,14 +79,21 @@ def check_json_compatible(value: Any, path: str = "", depth: int = 0) -> None:
     )
 
 
-def _check_text(text: str, path: str) -> None:
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is Unicode text UTF-8 can carry: no lone UTF-16 surrogate (JSON's
+    ``\\ud800`` escape gives one), which no store, snapshot or response could encode."""
     try:
         text.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(text: str, path: str) -> None:
+    if not is_unicode(text):
         raise InvalidInput(
-            f"{path or '/'}: text holds a lone UTF-16 surrogate ({text[exc.start]!r}), "
-            "which is not Unicode text"
-        ) from exc
+            f"{path or '/'}: text holds a lone UTF-16 surrogate, which is not Unicode text"
+        )
 
 
 def _escape(key: str) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from canaryguard.domain.audit import AuditEntry
+from canaryguard.domain.canonical import is_unicode
 from canaryguard.domain.checks import Extension
 from canaryguard.domain.errors import Conflict, InvalidInput, NotFound
 from canaryguard.domain.events import Event, EventRecord
@@ -194,13 +195,3 @@ def check_text(value: str, what: str, *, required: bool = False) -> str:
     if not is_unicode(value):
         raise InvalidInput(f"{what} holds a lone UTF-16 surrogate, which is not Unicode text")
     return value.strip()
-
-
-def is_unicode(text: str) -> bool:
-    """Whether ``text`` is Unicode text UTF-8 can carry: no lone UTF-16 surrogate (JSON's
-    ``\\ud800`` escape gives one), which no store, snapshot or response could encode."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
