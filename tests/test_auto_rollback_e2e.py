@@ -3,13 +3,13 @@ rolls it back by itself; every client ends on stable."""
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import time
 from multiprocessing.queues import Queue
 from typing import Any
 
 from canaryguard.client import Client
+from tests.processes import spawned
 from tests.servers import RunningServer
 
 NAME = "payments/security"
@@ -53,19 +53,14 @@ def test_a_canary_that_turns_bad_is_rolled_back_by_the_monitor_end_to_end(
         token = admin.post("/api/v1/tokens", json={"name": "app", "role": "reporter"}).json()[
             "token"
         ]
-        context = multiprocessing.get_context("spawn")
-        out: Queue[Any] = context.Queue()
-        workers = [
-            context.Process(target=application, args=(server.url, token, out))
-            for _ in range(PROCESSES)
-        ]
-        for worker in workers:
-            worker.start()
-        assert [out.get(timeout=60) for _ in range(PROCESSES)] == ["ready"] * PROCESSES
-        admin.post(f"/api/v1/deployments/{NAME}/canary", json={"policy": "sec@2", "percent": 20})
-        finals = [out.get(timeout=120) for _ in range(PROCESSES)]
-        for worker in workers:
-            worker.join(30)
+        with spawned(application, [(server.url, token)] * PROCESSES) as (workers, out):
+            assert [out.get(timeout=60) for _ in range(PROCESSES)] == ["ready"] * PROCESSES
+            admin.post(
+                f"/api/v1/deployments/{NAME}/canary", json={"policy": "sec@2", "percent": 20}
+            )
+            finals = [out.get(timeout=120) for _ in range(PROCESSES)]
+            for worker in workers:
+                worker.join(30)
         deployment = admin.get(f"/api/v1/deployments/{NAME}").json()
         events = admin.get("/api/v1/events/log", params={"deployment": NAME}).json()
         snapshots = admin.get(f"/api/v1/deployments/{NAME}/snapshots").json()

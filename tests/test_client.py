@@ -4,12 +4,15 @@ retries and drops, fork safety."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gzip
 import http.server
+import ipaddress
 import json
-import multiprocessing
 import os
+import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,14 +20,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from canaryguard.client import AsyncClient, Client, NotReady
 from canaryguard.client._state import Assignment, DeploymentState, PolicyVersion
 from canaryguard.domain import observation_batch
 from canaryguard.domain.assignment import Split, Variant
-from tests.servers import RunningServer, free_port, running_server
+from tests.servers import RunningServer, free_port, running_server, server_process
 
 NAME = "payments/security"
 
@@ -162,42 +168,98 @@ def test_unsendable_batches_are_retried_then_dropped_and_counted(tmp_path: Path)
         client.stats.batches_dropped,
         client.stats.observations_dropped,
     ) == (2, 1, 1)
-    client._stop.set()
-
-
-def _child(url: str, token: str, done: multiprocessing.synchronize.Event) -> None:
-    client = PARENT_CLIENT[0]
-    assignment = client.assign(NAME, user_id="child")
-    for _ in range(7):
-        client.record(assignment, ok=True, latency_ms=3)
     client.close()
-    done.set()
 
 
-PARENT_CLIENT: list[Client] = []
+NAMES = {"canaryguard-follow", "canaryguard-send"}  # the client's threads
 
 
-def test_a_forked_worker_reports_its_own_outcomes(server: RunningServer) -> None:
-    token = seed(server, percent=0)
-    client = Client(server.url, token, [NAME], flush_interval=0.2)
-    PARENT_CLIENT.append(client)
-    try:
+def in_a_fork(child: Callable[[], bool], timeout: float = 30) -> int:
+    """Run ``child`` in a forked process: 0 when it returned True, 1 when False or it raised,
+    -9 when it had to be killed (a child that hangs must fail the test, not hold the run)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            code = 0 if child() else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -signal.SIGKILL
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def server_apart(serve_db: str | None, tmp_path: Path) -> Iterator[RunningServer]:
+    """A server in a process of its own, so that a fork copies the test and its client only,
+    as in a pre-forking application, and not a whole server's threads."""
+    with server_process(tmp_path / "data", serve_db) as running:
+        yield running
+
+
+def test_a_forked_worker_reports_its_own_outcomes(server_apart: RunningServer) -> None:
+    token = seed(server_apart, percent=0)
+    with Client(server_apart.url, token, [NAME], flush_interval=0.2) as client:
         parent = client.assign(NAME, user_id="parent")
         client.record(parent, ok=True, latency_ms=1)  # must not be sent twice by the child
-        context = multiprocessing.get_context("fork")
-        done = context.Event()
-        worker = context.Process(target=_child, args=(server.url, token, done))
-        worker.start()
-        worker.join(30)
-        assert worker.exitcode == 0
-        client.close()
-    finally:
-        PARENT_CLIENT.clear()
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}
-    ) as admin:
+
+        def worker() -> bool:
+            assignment = client.assign(NAME, user_id="child")
+            for _ in range(7):
+                client.record(assignment, ok=True, latency_ms=3)
+            client.close()
+            return client.stats.batches_sent >= 1
+
+        assert in_a_fork(worker) == 0
+    with server_apart.client() as admin:
         metrics = admin.get(f"/api/v1/deployments/{NAME}/status").json()["metrics"]["stable"]
     assert metrics["requests"] == 8
+
+
+def test_a_forked_child_starts_the_client_s_threads_at_its_first_use(receiver: str) -> None:
+    with Client(receiver, "cgt_x", [NAME], flush_interval=60) as client:
+
+        def child() -> bool:
+            def running() -> list[str]:
+                return sorted(t.name for t in threading.enumerate() if t.name in NAMES)
+
+            before = running()
+            client.record(_assignment(), ok=True, latency_ms=1)
+            after = running()
+            client.close()
+            return (before, after) == ([], ["canaryguard-follow", "canaryguard-send"])
+
+        assert in_a_fork(child) == 0
+
+
+def test_a_client_makes_its_tls_context_once(
+    receiver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every poll, stream and send reuses the context made at construction: a forked child that
+    made one of its own could deadlock on a lock another thread held inside OpenSSL."""
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, poll_interval=0.05)
+    made: list[object] = []
+    real = ssl.create_default_context
+
+    def counted(*args: object, **kwargs: object) -> ssl.SSLContext:
+        made.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    try:
+        eventually(lambda: client.stats.stream_reconnects >= 3)  # the receiver has no GET
+        client.record(_assignment(), ok=True, latency_ms=1)
+        client.flush()
+    finally:
+        client.close()
+    assert made == []
 
 
 async def test_async_client_assigns_and_reports_without_blocking_the_loop(
@@ -254,13 +316,18 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A loopback HTTP server of ``handler`` on a thread; yields its URL."""
+def _serving(
+    handler: type[http.server.BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """A loopback HTTP server of ``handler`` on a thread (HTTPS with ``tls``); yields its URL."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        scheme = "https" if tls is not None else "http"
+        yield f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -437,9 +504,76 @@ def test_a_client_closed_before_a_fork_stays_closed_in_the_child(receiver: str) 
     client = Client(receiver, "cgt_x", [NAME], flush_interval=60, start=False)
     client.start()
     client.close()
-    pid = os.fork()
-    if pid == 0:  # the child: exit 0 when no thread of the client came back
-        revived = any(thread.is_alive() for thread in client._threads)
-        os._exit(1 if revived else 0)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> bool:  # no thread of the client comes back, not even when it is used
+        client.record(_assignment(), ok=True, latency_ms=1)
+        return not any(t.name in NAMES for t in threading.enumerate())
+
+    assert in_a_fork(child) == 0
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (a private CA), and the key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "canaryguard test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def https_receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An observations endpoint over HTTPS with a private CA: its URL and the CA file."""
+    cert_file, key_file = _self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    _Answering.asked = []
+    _Answering.status, _Answering.content_type = 202, "application/json"
+    with _serving(_Answering, tls) as url:
+        yield url, cert_file
+
+
+def test_a_client_given_a_tls_context_reaches_a_server_of_a_private_ca(
+    https_receiver: tuple[str, Path],
+) -> None:
+    url, ca_file = https_receiver
+    tls = ssl.create_default_context(cafile=str(ca_file))
+    client = Client(url, "cgt_x", [NAME], flush_interval=60, start=False, tls=tls)
+    client.record(_assignment(), ok=True, latency_ms=5)
+    client.flush()
+    client.close()
+    assert (client.stats.batches_sent, _Answering.asked) == (1, ["POST /api/v1/observations"])
+
+
+def test_the_default_tls_context_refuses_a_server_it_cannot_verify(
+    https_receiver: tuple[str, Path],
+) -> None:
+    url, _ = https_receiver
+    client = Client(url, "cgt_x", [NAME], flush_interval=60, start=False, max_retries=0)
+    client.record(_assignment(), ok=True, latency_ms=5)
+    client.flush()
+    client.close()
+    assert (client.stats.batches_sent, client.stats.batches_dropped, _Answering.asked) == (0, 1, [])

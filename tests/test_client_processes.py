@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from multiprocessing.queues import Queue
 from typing import Any
 
 from canaryguard.client import Client
+from tests.processes import spawned
 from tests.servers import RunningServer
 
 NAME = "payments/security"
@@ -36,21 +36,14 @@ def test_every_client_process_gets_the_split_change_and_the_rollback(server: Run
         token = admin.post("/api/v1/tokens", json={"name": "sdk", "role": "reporter"}).json()[
             "token"
         ]
-        context = multiprocessing.get_context("spawn")
-        out: Queue[Any] = context.Queue()
-        workers = [
-            context.Process(target=follow, args=(server.url, token, [3, 4], out))
-            for _ in range(PROCESSES)
-        ]
-        for worker in workers:
-            worker.start()
-        assert [out.get(timeout=60)[0] for _ in range(PROCESSES)] == ["ready"] * PROCESSES
-        admin.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 100})  # revision 3
-        time.sleep(0.5)
-        admin.post(f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "bad"})  # revision 4
-        reports = [out.get(timeout=60) for _ in range(2 * PROCESSES)]
-        for worker in workers:
-            worker.join(30)
+        with spawned(follow, [(server.url, token, [3, 4])] * PROCESSES) as (workers, out):
+            assert [out.get(timeout=60)[0] for _ in range(PROCESSES)] == ["ready"] * PROCESSES
+            admin.post(f"/api/v1/deployments/{NAME}/split", json={"percent": 100})  # revision 3
+            time.sleep(0.5)
+            admin.post(f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "bad"})  # rev. 4
+            reports = [out.get(timeout=60) for _ in range(2 * PROCESSES)]
+            for worker in workers:
+                worker.join(30)
         status = admin.get(f"/api/v1/deployments/{NAME}/status").json()["metrics"]
     assert sorted(r[0] for r in reports) == [3] * PROCESSES + [4] * PROCESSES
     assert {str(r[1]) for r in reports if r[0] == 4} == {"{'v': 1}"}  # everyone back on stable

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import tempfile
 import threading
 import time
@@ -78,6 +79,7 @@ class Client:
         max_pending_batches: int = 100,
         compact: bool = True,
         start: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if max_pending_batches < 1:
             raise ValueError(f"max_pending_batches must be at least 1, got {max_pending_batches}")
@@ -98,7 +100,15 @@ class Client:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._send_http: httpx.Client | None = None
+        # One TLS context for every HTTP client this client opens, made here, before any fork:
+        # loading the CA bundle for each poll and each send costs milliseconds of OpenSSL, and a
+        # process forked while another thread is inside OpenSSL deadlocks in the child the first
+        # time it makes a context of its own (about 1 fork in 100 when another thread makes
+        # contexts in a loop; the child that reuses this one never does).
+        self._tls = tls if tls is not None else httpx.create_ssl_context()
         self._closed = False
+        self._revive = False  # set in a forked child: start this process's threads on first use
+        self._revive_lock = threading.Lock()
         self._compact = compact
         self._stop = threading.Event()
         self._live_stream: httpx.Response | None = None
@@ -120,6 +130,8 @@ class Client:
         groups: Collection[str] = (),
     ) -> Assignment:
         """The variant, policy and revision for one request, computed locally."""
+        if self._revive:
+            self._revive_after_fork()
         state = self._states.get(deployment)
         if state is None:
             raise NotReady(
@@ -139,6 +151,8 @@ class Client:
 
     def record(self, assignment: Assignment, *, ok: bool, latency_ms: float) -> None:
         """Count one outcome (aggregated locally, sent within ``flush_interval``)."""
+        if self._revive:
+            self._revive_after_fork()
         self._buffer.add(
             assignment.deployment,
             assignment.revision,
@@ -168,6 +182,7 @@ class Client:
         self._start_threads()
 
     def _start_threads(self) -> None:
+        self._revive = False
         self._stop.clear()
         self._threads = [
             threading.Thread(target=self._follow, name="canaryguard-follow", daemon=True),
@@ -186,6 +201,7 @@ class Client:
         Bounded: the last flush tries each waiting batch once, for at most ``timeout`` seconds
         in all (a server that hangs must not hold the application's shutdown), and what it
         could not send is counted as dropped."""
+        self._revive = False  # a forked child that closes before using the client starts nothing
         self._stop.set()
         stream = self._live_stream
         if stream is not None:
@@ -221,7 +237,9 @@ class Client:
 
     # -- state -------------------------------------------------------------------------------
     def _http(self) -> httpx.Client:
-        return httpx.Client(base_url=self._base, headers=self._headers, timeout=self._timeout)
+        return httpx.Client(
+            base_url=self._base, headers=self._headers, timeout=self._timeout, verify=self._tls
+        )
 
     def _refresh_all(self) -> None:
         try:
@@ -312,7 +330,9 @@ class Client:
             ("deployment", name) for name in self._names
         ]
         with (
-            httpx.Client(base_url=self._base, headers=self._headers, timeout=timeout) as http,
+            httpx.Client(
+                base_url=self._base, headers=self._headers, timeout=timeout, verify=self._tls
+            ) as http,
             http.stream("GET", "/api/v1/state", params=params) as response,
         ):
             self._live_stream = response  # close() closes it to wake this thread at once
@@ -463,16 +483,28 @@ class Client:
                 log.warning("ignoring the unreadable state cache %s: %s", path, exc)
 
     def _after_fork_in_child(self) -> None:
-        """A forked worker starts with the parent's state but none of its threads or outcomes."""
+        """A forked worker starts with the parent's state but none of its threads or outcomes.
+
+        Runs inside ``fork``: it only replaces what the parent's threads may have held. The
+        child's threads start at its first ``assign`` or ``record``, not here, so a child that
+        never uses the client (a pool worker, a ``preexec_fn``) never runs them, and none is
+        started before the rest of the process has finished its own after-fork work."""
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._send_http = None  # the parent's connection is the parent's
+        self._revive_lock = threading.Lock()
+        self._send_http = None  # the parent's connections are the parent's
+        self._live_stream = None
         self._buffer.reset()
         self._pending.clear()
         self.stats = ClientStats()
-        if self._closed:
-            return  # closed in the parent: closed here too
-        if self._threads:  # the parent's threads do not exist here: start this process's own
+        # closed in the parent: closed here too; never started there: started by the caller
+        self._revive = bool(self._threads) and not self._closed
+        self._threads = []
+
+    def _revive_after_fork(self) -> None:
+        with self._revive_lock:
+            if not self._revive:
+                return  # another thread of the child got here first
             self._stop = threading.Event()
             self._start_threads()
 
