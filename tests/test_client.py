@@ -113,8 +113,9 @@ def test_an_older_revision_is_never_applied(server: RunningServer) -> None:
     token = seed(server)
     with Client(server.url, token, [NAME]) as client:
         current = client.revision(NAME) or 0
+        salt = client._states[NAME].split.salt  # the same deployment, an older revision
         policy = PolicyVersion("sec", "1", "sha256:x", {"old": True})
-        client._apply(DeploymentState(NAME, current - 1, Split(salt="s"), policy, None))
+        client._apply(DeploymentState(NAME, current - 1, Split(salt=salt), policy, None))
         assert client.revision(NAME) == current
         assert client.assign(NAME, user_id="u").document != {"old": True}
 
@@ -132,6 +133,24 @@ def test_a_restarted_client_serves_from_its_cache_while_the_server_is_down(tmp_p
         before.document,
         before.revision,
     )
+
+
+def test_a_cache_from_another_server_gives_way_to_the_server_s_lower_revision(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path / "old") as old:
+        token = seed(old, percent=100)
+        with old.client() as admin:
+            for percent in (10, 20, 30, 40):  # the old server's revisions run ahead
+                admin.post(f"/api/v1/deployments/{NAME}/split", json={"percent": percent})
+        with Client(old.url, token, [NAME], cache_dir=tmp_path / "cache") as client:
+            cached = client.revision(NAME) or 0
+    with running_server(tmp_path / "new") as new:  # set up again: revisions start over
+        token = seed(new, percent=0)
+        with Client(new.url, token, [NAME], cache_dir=tmp_path / "cache") as client:
+            served = client.assign(NAME, user_id="u")
+    assert served.revision < cached
+    assert (served.variant.value, served.document) == ("stable", {"tls": "1.2"})
 
 
 def test_without_server_or_cache_assignment_says_not_ready(tmp_path: Path) -> None:

@@ -294,10 +294,18 @@ class Client:
         self._documents[key] = policy
         return policy
 
+    def _is_news(self, name: str, revision: int, salt: str) -> bool:
+        """Newer than what is held: a higher revision, or another incarnation of the deployment.
+
+        A deployment's salt is drawn when it is created and never changes, so a state with
+        another salt comes from another database (a cache written against the old server, a
+        server set up again): its revisions count from 1 again and are not comparable."""
+        current = self._states.get(name)
+        return current is None or revision > current.revision or salt != current.split.salt
+
     def _apply(self, state: DeploymentState) -> None:
         with self._lock:
-            current = self._states.get(state.name)
-            if current is not None and state.revision <= current.revision:
+            if not self._is_news(state.name, state.revision, state.split.salt):
                 return  # never go back to an older revision
             self._states[state.name] = state
             self.stats.state_updates += 1
@@ -348,10 +356,8 @@ class Client:
                     data = []
 
     def _on_state(self, http: httpx.Client, body: dict[str, Any]) -> None:
-        current = self.revision(body["name"])
-        if current is not None and body["revision"] <= current:
-            return
-        self._apply_body(http, body["name"], body)
+        if self._is_news(body["name"], body["revision"], body["split"]["salt"]):
+            self._apply_body(http, body["name"], body)
 
     # -- outcomes ----------------------------------------------------------------------------
     def _send_loop(self) -> None:
