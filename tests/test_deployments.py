@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from canaryguard.domain import rollout
 from canaryguard.domain.errors import (
     AlreadyExists,
     Conflict,
@@ -13,6 +14,7 @@ from canaryguard.domain.errors import (
     SchemaViolation,
 )
 from canaryguard.domain.models import DeploymentState, SnapshotKind
+from canaryguard.domain.states import HOLDING_A_CANARY
 from canaryguard.engine.app import CanaryGuard
 from tests.helpers import ACTOR, seed
 
@@ -215,3 +217,26 @@ async def test_unknown_criterion_is_refused(app: CanaryGuard) -> None:
 async def test_unknown_deployment_is_not_found(app: CanaryGuard) -> None:
     with pytest.raises(NotFound, match="no deployment named 'ghost'"):
         await app.deployments.get("ghost")
+
+
+async def test_the_store_selects_deployments_by_state(app: CanaryGuard) -> None:
+    await seed(app, "shop/idle")
+    await seed(app, "shop/trial")
+    await seed(app, "shop/failed")
+    await app.deployments.start_canary("shop/trial", policy="sec@2", percent=10, actor=ACTOR)
+    await app.deployments.start_canary("shop/failed", policy="sec@2", percent=10, actor=ACTOR)
+    async with app.ports.store.write() as tx:  # as the executor does when a rollback fails
+        current = await tx.deployments.get("shop/failed")
+        assert current is not None
+        stepping = rollout.begin_staged_rollback(current, reason="bad", now=current.updated_at)
+        failed = rollout.fail(stepping, reason="broken", now=current.updated_at)
+        await tx.deployments.update(failed, expected_revision=current.revision)
+    async with app.ports.store.read() as tx:
+        judged = await tx.deployments.all({DeploymentState.CANARY_ACTIVE})
+        holding = await tx.deployments.all(HOLDING_A_CANARY)
+        everything = await tx.deployments.all()
+        none = await tx.deployments.all(())
+    assert [d.name for d in judged] == ["shop/trial"]
+    assert [d.name for d in holding] == ["shop/failed", "shop/trial"]
+    assert [d.name for d in everything] == ["shop/failed", "shop/idle", "shop/trial"]
+    assert none == []

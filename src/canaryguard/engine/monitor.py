@@ -171,7 +171,7 @@ class Monitor:
         checkpoints: dict[str, RunCheckpoint | None] = {}
         vetoes: dict[str, AuditRecord] = {}
         async with self._ports.store.read() as tx:
-            deployments = await tx.deployments.all()
+            deployments = await tx.deployments.all(JUDGED_STATES)
             active = {
                 d.name: d
                 for d in deployments

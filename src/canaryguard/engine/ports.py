@@ -20,6 +20,7 @@ from canaryguard.domain.judge import RunCheckpoint
 from canaryguard.domain.models import (
     AuditRecord,
     Deployment,
+    DeploymentState,
     PolicyVersion,
     PrometheusSelectors,
     RollbackKind,
@@ -118,7 +119,11 @@ class DeploymentRepo(Protocol):
         raise ``Conflict`` (invariant 4: no silent overwrite)."""
         ...
 
-    async def all(self) -> list[Deployment]: ...
+    async def all(self, states: Collection[DeploymentState] | None = None) -> list[Deployment]:
+        """Every deployment, by name; with ``states``, only those in one of them (the monitor
+        and the puller read theirs every second: decoding every idle deployment's row each
+        time would cost more than judging the canaries)."""
+        ...
 
     async def existing(self, names: Collection[str]) -> set[str]:
         """Which of ``names`` are deployments."""

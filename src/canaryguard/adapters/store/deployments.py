@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from canaryguard.adapters.store.schema import deployments
 from canaryguard.domain.conditions import STORED_CONTEXT
 from canaryguard.domain.errors import Conflict
-from canaryguard.domain.models import Deployment
+from canaryguard.domain.models import Deployment, DeploymentState
 
 __all__ = ["SqlDeploymentRepo"]
 
@@ -84,8 +84,10 @@ class SqlDeploymentRepo:
         query = sa.select(deployments.c.name).where(deployments.c.name.in_(list(names)))
         return set((await self._conn.execute(query)).scalars())
 
-    async def all(self) -> list[Deployment]:
+    async def all(self, states: Collection[DeploymentState] | None = None) -> list[Deployment]:
         query = sa.select(deployments.c.body).order_by(deployments.c.name)
+        if states is not None:
+            query = query.where(deployments.c.state.in_(sorted(states)))
         return [
             Deployment.model_validate_json(body, context=STORED_CONTEXT)
             for body in (await self._conn.execute(query)).scalars()
