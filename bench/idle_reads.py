@@ -6,15 +6,14 @@ Run from the repository root::
     .venv/bin/python bench/idle_reads.py --backend sqlite --idle 1000
 
 Every tick, the monitor reads the deployments it judges (``validating``, ``canary_active``,
-``scaling``) and the Prometheus puller those that can hold a canary. A fleet has far more
+``scaling``). A fleet has far more
 deployments at rest (``idle``, ``fully_deployed``, ``rolled_back``) than canaries. The store has
 ``--idle`` deployments at rest and ``--canaries`` with a canary; each round measures, in a
 shuffled order, one read transaction (wall time, JSON decoding included):
 
 - ``every deployment``: ``deployments.all()``, decoding every row, then keeping the judged ones
   (what the monitor did before it selected by state);
-- ``judged states``: ``deployments.all(JUDGED_STATES)``, what the monitor does now;
-- ``holding a canary``: ``deployments.all(HOLDING_A_CANARY)``, what the puller does now.
+- ``judged states``: ``deployments.all(JUDGED_STATES)``, what the monitor does now.
 
 The table gives the median over ``--rounds`` rounds and the ratio to ``judged states``.
 """
@@ -35,7 +34,6 @@ from pathlib import Path
 from canaryguard.domain import rollout
 from canaryguard.domain.assignment import Criterion
 from canaryguard.domain.models import PolicyRef
-from canaryguard.domain.states import HOLDING_A_CANARY
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.engine.monitor import JUDGED_STATES
 
@@ -83,15 +81,9 @@ async def judged(app: CanaryGuard) -> int:
         return len(await tx.deployments.all(JUDGED_STATES))
 
 
-async def holding(app: CanaryGuard) -> int:
-    async with app.ports.store.read() as tx:
-        return len(await tx.deployments.all(HOLDING_A_CANARY))
-
-
 READS: dict[str, Callable[[CanaryGuard], Awaitable[int]]] = {
     "every deployment": every_deployment,
     "judged states": judged,
-    "holding a canary": holding,
 }
 
 

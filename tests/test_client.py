@@ -4,6 +4,7 @@ retries and drops, fork safety."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import gzip
 import http.server
@@ -120,6 +121,17 @@ def test_an_older_revision_is_never_applied(server: RunningServer) -> None:
         assert client.assign(NAME, user_id="u").document != {"old": True}
 
 
+def test_a_replaced_incarnation_is_never_taken_back() -> None:
+    client = Client("http://127.0.0.1:9", "cgt_x", [NAME], start=False)
+    stable = PolicyVersion("sec", "1", "sha256:x", {"tls": "1.2"})
+    old, new = Split(salt="old-server"), Split(salt="new-server")
+    client._apply(DeploymentState(NAME, 7, old, stable, None))
+    client._apply(DeploymentState(NAME, 2, new, stable, None))  # set up again: counts from 1
+    client._apply(DeploymentState(NAME, 8, old, stable, None))  # the old server, still up
+    assert (client.revision(NAME), client._states[NAME].split.salt) == (2, "new-server")
+    client.close()
+
+
 def test_a_restarted_client_serves_from_its_cache_while_the_server_is_down(tmp_path: Path) -> None:
     with running_server(tmp_path / "data") as server:
         token = seed(server, percent=100)
@@ -193,9 +205,12 @@ def test_unsendable_batches_are_retried_then_dropped_and_counted(tmp_path: Path)
 NAMES = {"canaryguard-follow", "canaryguard-send"}  # the client's threads
 
 
-def in_a_fork(child: Callable[[], bool], timeout: float = 30) -> int:
-    """Run ``child`` in a forked process: 0 when it returned True, 1 when False or it raised,
-    -9 when it had to be killed (a child that hangs must fail the test, not hold the run)."""
+def in_a_fork(
+    child: Callable[[], bool], timeout: float = 30, after: Callable[[], object] | None = None
+) -> int:
+    """Run ``child`` in a forked process (and ``after`` in this one once it is forked): 0 when
+    it returned True, 1 when False or it raised, -9 when it had to be killed (a child that
+    hangs must fail the test, not hold the run)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
@@ -203,6 +218,8 @@ def in_a_fork(child: Callable[[], bool], timeout: float = 30) -> int:
             code = 0 if child() else 1
         finally:
             os._exit(code)
+    if after is not None:
+        after()
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -242,20 +259,53 @@ def test_a_forked_worker_reports_its_own_outcomes(server_apart: RunningServer) -
     assert metrics["requests"] == 8
 
 
-def test_a_forked_child_starts_the_client_s_threads_at_its_first_use(receiver: str) -> None:
-    with Client(receiver, "cgt_x", [NAME], flush_interval=60) as client:
+def test_a_forked_child_follows_the_state_before_it_uses_the_client(
+    server_apart: RunningServer,
+) -> None:
+    token = seed(server_apart, percent=100)
+    with Client(server_apart.url, token, [NAME], flush_interval=60) as client:
+        rolled_back = (client.revision(NAME) or 0) + 1
+
+        def idle_worker() -> bool:  # never assigns: a pre-forked worker waiting for requests
+            deadline = time.monotonic() + 20
+            while (client.revision(NAME) or 0) < rolled_back:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+            return True
+
+        with server_apart.client() as admin:
+            pid_exit = in_a_fork(idle_worker, after=lambda: admin.post(
+                f"/api/v1/deployments/{NAME}/rollbacks", json={"reason": "bad"}
+            ))  # fmt: skip
+    assert pid_exit == 0
+
+
+def test_a_child_closes_the_client_though_the_parent_held_its_stop_event_at_the_fork(
+    receiver: str,
+) -> None:
+    client = Client(receiver, "cgt_x", [NAME], flush_interval=60, timeout=0.3)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # inside the stop event's bookkeeping, as a waiting thread may be
+        with client._stop._cond:  # type: ignore[attr-defined]
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait()
+    try:
 
         def child() -> bool:
-            def running() -> list[str]:
-                return sorted(t.name for t in threading.enumerate() if t.name in NAMES)
-
-            before = running()
-            client.record(_assignment(), ok=True, latency_ms=1)
-            after = running()
             client.close()
-            return (before, after) == ([], ["canaryguard-follow", "canaryguard-send"])
+            return not any(t.name in NAMES for t in threading.enumerate())
 
-        assert in_a_fork(child) == 0
+        assert in_a_fork(child, timeout=15) == 0
+    finally:
+        release.set()
+        thread.join()
+        client.close()
 
 
 def test_a_client_makes_its_tls_context_once(
@@ -596,3 +646,42 @@ def test_the_default_tls_context_refuses_a_server_it_cannot_verify(
     client.flush()
     client.close()
     assert (client.stats.batches_sent, client.stats.batches_dropped, _Answering.asked) == (0, 1, [])
+
+
+def test_a_fork_waits_for_a_tls_handshake_in_progress(tmp_path: Path) -> None:
+    """A child forked mid-handshake could find the certificate store's lock held by a thread it
+    does not have; fork waits until the handshake is over."""
+    cert_file, key_file = _self_signed(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert_file, key_file)
+    listener = socket.create_server(("127.0.0.1", 0))
+    hello_seen, answer = threading.Event(), threading.Event()
+
+    def serve() -> None:  # reads the client's hello, then answers only when told to
+        conn, _ = listener.accept()
+        conn.recv(1, socket.MSG_PEEK)
+        hello_seen.set()
+        answer.wait(10)
+        with contextlib.suppress(OSError), server_tls.wrap_socket(conn, server_side=True):
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    tls = ssl.create_default_context(cafile=str(cert_file))
+    client = Client(url, "cgt_x", [NAME], start=False, timeout=5, max_retries=0, tls=tls)
+    client.record(_assignment(), ok=True, latency_ms=1)
+    sender = threading.Thread(target=client.flush)
+    sender.start()
+    try:
+        assert hello_seen.wait(10)
+        threading.Timer(0.5, answer.set).start()
+        answered_before_fork_returned: list[bool] = []
+        assert in_a_fork(lambda: True, after=lambda: answered_before_fork_returned.append(
+            answer.is_set()
+        )) == 0  # fmt: skip
+    finally:
+        answer.set()
+        sender.join(10)
+        listener.close()
+        client.close()
+    assert answered_before_fork_returned == [True]

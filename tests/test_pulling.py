@@ -487,3 +487,11 @@ async def test_a_read_that_fails_unexpectedly_is_logged_and_the_loop_goes_on(
             await until(source, lambda: len(source.read) >= 2)
     failed = [r for r in caplog.records if "pulling metrics failed" in r.getMessage()]
     assert [r.getMessage() for r in failed] == [f"{NAME}: pulling metrics failed"]
+
+
+async def test_a_deployment_at_rest_is_read_too(guard: CanaryGuard, source: ScriptedSource) -> None:
+    """Status, snapshots and the baseline a canary's start records read its seconds as well."""
+    await guard.deployments.abort(NAME, reason="not yet", actor=ACTOR)
+    assert guard.puller is not None
+    await guard.puller.pull()
+    assert source.read == [NAME]

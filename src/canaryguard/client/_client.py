@@ -95,6 +95,7 @@ class Client:
             maxlen=max_pending_batches
         )
         self._states: dict[str, DeploymentState] = {}
+        self._retired: dict[str, set[str]] = {}  # salts of incarnations replaced, per deployment
         self._documents: dict[tuple[str, str], PolicyVersion] = {}
         self._buffer = OutcomeBuffer()
         self._lock = threading.Lock()
@@ -104,11 +105,10 @@ class Client:
         # loading the CA bundle for each poll and each send costs milliseconds of OpenSSL, and a
         # process forked while another thread is inside OpenSSL deadlocks in the child the first
         # time it makes a context of its own (about 1 fork in 100 when another thread makes
-        # contexts in a loop; the child that reuses this one never does).
-        self._tls = tls if tls is not None else httpx.create_ssl_context()
+        # contexts in a loop; the child that reuses this one never does). Its handshakes pass
+        # the process's handshake gate, which fork waits for (``_HandshakeGate``).
+        self._tls = _gated(tls if tls is not None else httpx.create_ssl_context())
         self._closed = False
-        self._revive = False  # set in a forked child: start this process's threads on first use
-        self._revive_lock = threading.Lock()
         self._compact = compact
         self._stop = threading.Event()
         self._live_stream: httpx.Response | None = None
@@ -130,8 +130,6 @@ class Client:
         groups: Collection[str] = (),
     ) -> Assignment:
         """The variant, policy and revision for one request, computed locally."""
-        if self._revive:
-            self._revive_after_fork()
         state = self._states.get(deployment)
         if state is None:
             raise NotReady(
@@ -151,8 +149,6 @@ class Client:
 
     def record(self, assignment: Assignment, *, ok: bool, latency_ms: float) -> None:
         """Count one outcome (aggregated locally, sent within ``flush_interval``)."""
-        if self._revive:
-            self._revive_after_fork()
         self._buffer.add(
             assignment.deployment,
             assignment.revision,
@@ -182,7 +178,6 @@ class Client:
         self._start_threads()
 
     def _start_threads(self) -> None:
-        self._revive = False
         self._stop.clear()
         self._threads = [
             threading.Thread(target=self._follow, name="canaryguard-follow", daemon=True),
@@ -201,7 +196,6 @@ class Client:
         Bounded: the last flush tries each waiting batch once, for at most ``timeout`` seconds
         in all (a server that hangs must not hold the application's shutdown), and what it
         could not send is counted as dropped."""
-        self._revive = False  # a forked child that closes before using the client starts nothing
         self._stop.set()
         stream = self._live_stream
         if stream is not None:
@@ -299,14 +293,22 @@ class Client:
 
         A deployment's salt is drawn when it is created and never changes, so a state with
         another salt comes from another database (a cache written against the old server, a
-        server set up again): its revisions count from 1 again and are not comparable."""
+        server set up again): its revisions count from 1 again and are not comparable. An
+        incarnation once replaced is never taken back: an old server still reachable (a DNS
+        entry not yet expired, a replica left on its own database) must not take turns with the
+        new one."""
+        if salt in self._retired.get(name, ()):
+            return False
         current = self._states.get(name)
         return current is None or revision > current.revision or salt != current.split.salt
 
     def _apply(self, state: DeploymentState) -> None:
         with self._lock:
             if not self._is_news(state.name, state.revision, state.split.salt):
-                return  # never go back to an older revision
+                return  # never go back to an older revision, nor to a replaced incarnation
+            current = self._states.get(state.name)
+            if current is not None and current.split.salt != state.split.salt:
+                self._retired.setdefault(state.name, set()).add(current.split.salt)
             self._states[state.name] = state
             self.stats.state_updates += 1
         self._save_cache(state)
@@ -491,27 +493,20 @@ class Client:
     def _after_fork_in_child(self) -> None:
         """A forked worker starts with the parent's state but none of its threads or outcomes.
 
-        Runs inside ``fork``: it only replaces what the parent's threads may have held. The
-        child's threads start at its first ``assign`` or ``record``, not here, so a child that
-        never uses the client (a pool worker, a ``preexec_fn``) never runs them, and none is
-        started before the rest of the process has finished its own after-fork work."""
+        Everything the parent's threads may have held is replaced (the locks, the stop event,
+        the connections); the TLS context is kept (see ``_HANDSHAKES``). The child's threads
+        start here, so it follows the state from the moment it exists."""
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._revive_lock = threading.Lock()
+        self._stop = threading.Event()
         self._send_http = None  # the parent's connections are the parent's
         self._live_stream = None
         self._buffer.reset()
         self._pending.clear()
         self.stats = ClientStats()
-        # closed in the parent: closed here too; never started there: started by the caller
-        self._revive = bool(self._threads) and not self._closed
-        self._threads = []
-
-    def _revive_after_fork(self) -> None:
-        with self._revive_lock:
-            if not self._revive:
-                return  # another thread of the child got here first
-            self._stop = threading.Event()
+        if self._closed:
+            return  # closed in the parent: closed here too
+        if self._threads:  # the parent's threads do not exist here: start this process's own
             self._start_threads()
 
 
@@ -524,6 +519,52 @@ def _policy_json(policy: PolicyVersion) -> dict[str, Any]:
     }
 
 
+class _HandshakeGate:
+    """TLS handshakes of every client in the process, one at a time, and none across a fork.
+
+    A handshake verifies the server's certificate under a lock of the context's certificate
+    store. A child forked while a parent thread held it finds it held by a thread that does not
+    exist in the child, and the child's first handshake on the shared context hangs for good.
+    So ``fork`` waits (up to ``FORK_WAIT`` seconds) for a handshake in progress, and the child
+    gets a fresh gate. Handshakes are milliseconds of work; waiting on a slow server's answer
+    inside one holds the others for at most the client's ``timeout``."""
+
+    FORK_WAIT = 2.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._held_for_fork = False
+
+    def before_fork(self) -> None:
+        self._held_for_fork = self.lock.acquire(timeout=self.FORK_WAIT)
+
+    def after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self.lock.release()
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()
+        self._held_for_fork = False
+
+
+_GATE = _HandshakeGate()
+
+
+class _GatedSocket(ssl.SSLSocket):
+    """The sockets of the clients' TLS contexts: each handshake passes ``_GATE``."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        with _GATE.lock:
+            super().do_handshake(block)
+
+
+def _gated(tls: ssl.SSLContext) -> ssl.SSLContext:
+    # an instance may choose its sockets' class (documented for ssl.SSLContext.sslsocket_class)
+    tls.sslsocket_class = _GatedSocket
+    return tls
+
+
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
@@ -532,9 +573,14 @@ def _forget_in_children(client: Client) -> None:
 
 
 def _after_fork() -> None:
+    _GATE.after_fork_in_child()
     for client in list(_clients):
         client._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+    os.register_at_fork(
+        before=_GATE.before_fork,
+        after_in_parent=_GATE.after_fork_in_parent,
+        after_in_child=_after_fork,
+    )

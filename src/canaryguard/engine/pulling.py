@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from canaryguard.domain.errors import CanaryGuardError
 from canaryguard.domain.judge import run_start
 from canaryguard.domain.models import Deployment
-from canaryguard.domain.states import HOLDING_A_CANARY
 from canaryguard.engine.ports import MetricsSource
 from canaryguard.engine.unit import Ports
 
@@ -118,9 +117,9 @@ class MetricsPuller:
     async def _start_round(self) -> list[asyncio.Task[int]]:
         runs: dict[str, float] = {}
         async with self._ports.store.read() as tx:
-            deployments = [
-                d for d in await tx.deployments.all(HOLDING_A_CANARY) if d.config.prometheus
-            ]
+            # every deployment with selectors, with a canary or not: status, snapshots, the
+            # baseline a canary's start records and ``record`` read the same seconds
+            deployments = [d for d in await tx.deployments.all() if d.config.prometheus]
             for d in deployments:
                 run = d.run_id
                 if d.canary is None or run is None:
