@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from canaryguard.domain import rollout
@@ -13,7 +15,7 @@ from canaryguard.domain.errors import (
     NotFound,
     SchemaViolation,
 )
-from canaryguard.domain.models import DeploymentState, SnapshotKind
+from canaryguard.domain.models import DeploymentState, PolicyRef, SnapshotKind
 from canaryguard.domain.states import HOLDING_A_CANARY
 from canaryguard.engine.app import CanaryGuard
 from tests.helpers import ACTOR, seed
@@ -240,3 +242,30 @@ async def test_the_store_selects_deployments_by_state(app: CanaryGuard) -> None:
     assert [d.name for d in holding] == ["shop/failed", "shop/trial"]
     assert [d.name for d in everything] == ["shop/failed", "shop/idle", "shop/trial"]
     assert none == []
+
+
+async def test_the_store_gives_every_revision_and_many_deployments_by_name(
+    app: CanaryGuard,
+) -> None:
+    await seed(app, "shop/one")
+    await seed(app, "shop/two")
+    await app.deployments.start_canary("shop/two", policy="sec@2", percent=10, actor=ACTOR)
+    async with app.ports.store.read() as tx:
+        revisions = await tx.deployments.revisions()
+        found = await tx.deployments.many(["shop/two", "shop/none", "shop/one"])
+    assert revisions == {"shop/one": 1, "shop/two": 2}
+    assert [(d.name, d.revision) for d in found] == [("shop/one", 1), ("shop/two", 2)]
+
+
+async def test_many_deployments_are_read_past_the_bind_parameter_chunk(app: CanaryGuard) -> None:
+    stable = PolicyRef(name="sec", version="1", content_hash="sha256:" + "1" * 64)
+    names = [f"fleet/service-{k:04d}" for k in range(1_200)]
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    async with app.ports.store.write() as tx:
+        for k, name in enumerate(names):
+            await tx.deployments.insert(
+                rollout.create_deployment(name, stable=stable, salt=f"{k:016x}", now=at)
+            )
+    async with app.ports.store.read() as tx:
+        found = await tx.deployments.many(names)
+    assert [d.name for d in found] == names

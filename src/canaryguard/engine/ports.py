@@ -125,6 +125,14 @@ class DeploymentRepo(Protocol):
         time would cost more than judging the canaries)."""
         ...
 
+    async def revisions(self) -> dict[str, int]:
+        """Every deployment's current revision, by name, without decoding any of them."""
+        ...
+
+    async def many(self, names: Collection[str]) -> list[Deployment]:
+        """The deployments of ``names`` that exist, by name."""
+        ...
+
     async def existing(self, names: Collection[str]) -> set[str]:
         """Which of ``names`` are deployments."""
         ...

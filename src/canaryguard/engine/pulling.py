@@ -56,6 +56,7 @@ class MetricsPuller:
         self._complete: dict[str, int] = {}
         self._read: set[str] = set()  # deployments read once since their selectors were given
         self._run_starts: dict[str, float] = {}  # canary run (baseline snapshot id) -> start
+        self._known: dict[str, Deployment] = {}  # every deployment as last decoded
         # per deployment, its read in flight: a round starts none for it meanwhile, so a slow
         # read (up to the source's timeout) holds back its own deployment and no other
         self._reading: dict[str, asyncio.Task[int]] = {}
@@ -118,8 +119,22 @@ class MetricsPuller:
         runs: dict[str, float] = {}
         async with self._ports.store.read() as tx:
             # every deployment with selectors, with a canary or not: status, snapshots, the
-            # baseline a canary's start records and ``record`` read the same seconds
-            deployments = [d for d in await tx.deployments.all() if d.config.prometheus]
+            # baseline a canary's start records and ``record`` read the same seconds. Only the
+            # rows whose revision moved are decoded again (selectors change only through a
+            # change, which raises the revision): decoding 10,000 rows costs ~0.6 s a second
+            revisions = await tx.deployments.revisions()
+            moved = [
+                name
+                for name, revision in revisions.items()
+                if name not in self._known or self._known[name].revision != revision
+            ]
+            for d in await tx.deployments.many(moved):
+                self._known[d.name] = d
+            for gone in set(self._known) - set(revisions):
+                del self._known[gone]
+            deployments = sorted(
+                (d for d in self._known.values() if d.config.prometheus), key=lambda d: d.name
+            )
             for d in deployments:
                 run = d.run_id
                 if d.canary is None or run is None:

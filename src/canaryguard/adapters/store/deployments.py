@@ -32,6 +32,9 @@ _UPDATE = (
 )
 
 
+_CHUNK = 500
+
+
 class SqlDeploymentRepo:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -77,6 +80,25 @@ class SqlDeploymentRepo:
                 f"was read, it is now {current}",
                 current_revision=current,
             )
+
+    async def revisions(self) -> dict[str, int]:
+        query = sa.select(deployments.c.name, deployments.c.revision)
+        rows = (await self._conn.execute(query)).all()
+        return {str(name): int(revision) for name, revision in rows}
+
+    async def many(self, names: Collection[str]) -> list[Deployment]:
+        wanted, found = sorted(names), []
+        for start in range(0, len(wanted), _CHUNK):  # bounded IN lists (bind-parameter limits)
+            query = (
+                sa.select(deployments.c.body)
+                .where(deployments.c.name.in_(wanted[start : start + _CHUNK]))
+                .order_by(deployments.c.name)
+            )
+            found += [
+                Deployment.model_validate_json(body, context=STORED_CONTEXT)
+                for body in (await self._conn.execute(query)).scalars()
+            ]
+        return found
 
     async def existing(self, names: Collection[str]) -> set[str]:
         if not names:
