@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from canaryguard.client import AsyncClient, Client, NotReady
+from canaryguard.client._client import _HandshakeGate
 from canaryguard.client._state import Assignment, DeploymentState, PolicyVersion
 from canaryguard.domain import observation_batch
 from canaryguard.domain.assignment import Split, Variant
@@ -685,3 +686,32 @@ def test_a_fork_waits_for_a_tls_handshake_in_progress(tmp_path: Path) -> None:
         listener.close()
         client.close()
     assert answered_before_fork_returned == [True]
+
+
+def test_two_threads_forking_at_once_leave_the_handshake_gate_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One fork takes the gate; the other, waiting past its limit, goes ahead without it: only
+    the one that took it gives it back, and after both the gate is free."""
+    monkeypatch.setattr(_HandshakeGate, "FORK_WAIT", 0.1)
+    gate = _HandshakeGate()
+    first_took, second_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        gate.before_fork()
+        first_took.set()
+        second_done.wait(10)  # still forking while the second one gives up
+        gate.after_fork_in_parent()
+
+    def second() -> None:
+        first_took.wait(10)
+        gate.before_fork()  # times out: the first one holds the gate
+        gate.after_fork_in_parent()
+        second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not gate.lock.locked()

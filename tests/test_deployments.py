@@ -16,7 +16,7 @@ from canaryguard.domain.errors import (
     SchemaViolation,
 )
 from canaryguard.domain.models import DeploymentState, PolicyRef, SnapshotKind
-from canaryguard.domain.states import HOLDING_A_CANARY
+from canaryguard.domain.states import CANARY_STATES
 from canaryguard.engine.app import CanaryGuard
 from tests.helpers import ACTOR, seed
 
@@ -235,7 +235,7 @@ async def test_the_store_selects_deployments_by_state(app: CanaryGuard) -> None:
         await tx.deployments.update(failed, expected_revision=current.revision)
     async with app.ports.store.read() as tx:
         judged = await tx.deployments.all({DeploymentState.CANARY_ACTIVE})
-        holding = await tx.deployments.all(HOLDING_A_CANARY)
+        holding = await tx.deployments.all(CANARY_STATES | {DeploymentState.FAILED})
         everything = await tx.deployments.all()
         none = await tx.deployments.all(())
     assert [d.name for d in judged] == ["shop/trial"]

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.domain.errors import CanaryGuardError
-from canaryguard.domain.states import CANARY_STATES, HOLDING_A_CANARY
+from canaryguard.domain.models import DeploymentState
+from canaryguard.domain.states import CANARY_STATES
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.wiring import Settings, open_canaryguard
 from tests.helpers import ACTOR, seed
@@ -114,7 +115,7 @@ def test_random_sequences_keep_every_invariant(
             if after.canary is None:
                 assert after.split.canary_basis_points == 0
             else:
-                assert after.state in HOLDING_A_CANARY
+                assert after.state in CANARY_STATES | {DeploymentState.FAILED}
             assert len(await app.snapshots.list(NAME)) <= MAX_SNAPSHOTS
         assert (await app.audit.verify()).ok
 

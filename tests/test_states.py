@@ -21,13 +21,7 @@ from canaryguard.domain.models import (
     Snapshot,
     SnapshotKind,
 )
-from canaryguard.domain.states import (
-    CANARY_STATES,
-    HOLDING_A_CANARY,
-    TRANSITIONS,
-    Action,
-    check_transition,
-)
+from canaryguard.domain.states import CANARY_STATES, TRANSITIONS, Action, check_transition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 V1 = PolicyRef(name="sec", version="1", content_hash="sha256:1")
@@ -183,7 +177,7 @@ def _consistent(d: Deployment) -> None:
     if d.state in CANARY_STATES:
         assert d.canary is not None, d
     if d.canary is not None:
-        assert d.state in HOLDING_A_CANARY, d
+        assert d.state in CANARY_STATES | {DeploymentState.FAILED}, d
     if d.canary is None:
         assert d.split.canary_basis_points == 0
         assert d.split.canary_groups == ()

@@ -494,7 +494,7 @@ class Client:
         """A forked worker starts with the parent's state but none of its threads or outcomes.
 
         Everything the parent's threads may have held is replaced (the locks, the stop event,
-        the connections); the TLS context is kept (see ``_HANDSHAKES``). The child's threads
+        the connections); the TLS context is kept (see ``_HandshakeGate``). The child's threads
         start here, so it follows the state from the moment it exists."""
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -533,19 +533,23 @@ class _HandshakeGate:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._held_for_fork = False
+        # per forking thread: two threads may fork at once, and only the one that took the
+        # lock may give it back
+        self._forking = threading.local()
 
     def before_fork(self) -> None:
-        self._held_for_fork = self.lock.acquire(timeout=self.FORK_WAIT)
+        self._forking.held = self.lock.acquire(timeout=self.FORK_WAIT)
+        if not self._forking.held:
+            log.warning("forking during a TLS handshake that outlasted %s s", self.FORK_WAIT)
 
     def after_fork_in_parent(self) -> None:
-        if self._held_for_fork:
-            self._held_for_fork = False
+        if getattr(self._forking, "held", False):
+            self._forking.held = False
             self.lock.release()
 
     def after_fork_in_child(self) -> None:
         self.lock = threading.Lock()
-        self._held_for_fork = False
+        self._forking = threading.local()
 
 
 _GATE = _HandshakeGate()

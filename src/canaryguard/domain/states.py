@@ -13,14 +13,7 @@ from enum import StrEnum
 from canaryguard.domain.errors import IllegalTransition
 from canaryguard.domain.models import DeploymentState
 
-__all__ = [
-    "CANARY_STATES",
-    "HOLDING_A_CANARY",
-    "TRANSITIONS",
-    "Action",
-    "check_transition",
-    "state_for_canary",
-]
+__all__ = ["CANARY_STATES", "TRANSITIONS", "Action", "check_transition", "state_for_canary"]
 
 S = DeploymentState
 
@@ -42,10 +35,6 @@ class Action(StrEnum):
 
 _AT_REST = frozenset({S.IDLE, S.FULLY_DEPLOYED, S.ROLLED_BACK})
 CANARY_STATES = frozenset({S.VALIDATING, S.CANARY_ACTIVE, S.SCALING, S.ROLLING_BACK})
-# every state a deployment with a canary can be in (``fail`` keeps who gets what); the property
-# tests check that no sequence of actions leaves a canary anywhere else, so a reader may select
-# by state instead of decoding every deployment
-HOLDING_A_CANARY = CANARY_STATES | {S.FAILED}
 _ANY = frozenset(S)
 
 TRANSITIONS: dict[Action, frozenset[DeploymentState]] = {

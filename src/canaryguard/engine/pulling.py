@@ -56,7 +56,9 @@ class MetricsPuller:
         self._complete: dict[str, int] = {}
         self._read: set[str] = set()  # deployments read once since their selectors were given
         self._run_starts: dict[str, float] = {}  # canary run (baseline snapshot id) -> start
-        self._known: dict[str, Deployment] = {}  # every deployment as last decoded
+        # every deployment's revision as last read, and those with selectors as last decoded
+        self._revisions: dict[str, int] = {}
+        self._selecting: dict[str, Deployment] = {}
         # per deployment, its read in flight: a round starts none for it meanwhile, so a slow
         # read (up to the source's timeout) holds back its own deployment and no other
         self._reading: dict[str, asyncio.Task[int]] = {}
@@ -123,18 +125,16 @@ class MetricsPuller:
             # rows whose revision moved are decoded again (selectors change only through a
             # change, which raises the revision): decoding 10,000 rows costs ~0.6 s a second
             revisions = await tx.deployments.revisions()
-            moved = [
-                name
-                for name, revision in revisions.items()
-                if name not in self._known or self._known[name].revision != revision
-            ]
+            moved = [n for n, r in revisions.items() if self._revisions.get(n) != r]
             for d in await tx.deployments.many(moved):
-                self._known[d.name] = d
-            for gone in set(self._known) - set(revisions):
-                del self._known[gone]
-            deployments = sorted(
-                (d for d in self._known.values() if d.config.prometheus), key=lambda d: d.name
-            )
+                if d.config.prometheus:
+                    self._selecting[d.name] = d
+                else:
+                    self._selecting.pop(d.name, None)
+            for gone in set(self._selecting) - set(revisions):
+                del self._selecting[gone]
+            self._revisions = revisions
+            deployments = sorted(self._selecting.values(), key=lambda d: d.name)
             for d in deployments:
                 run = d.run_id
                 if d.canary is None or run is None:

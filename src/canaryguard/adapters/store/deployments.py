@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -94,10 +95,7 @@ class SqlDeploymentRepo:
                 .where(deployments.c.name.in_(wanted[start : start + _CHUNK]))
                 .order_by(deployments.c.name)
             )
-            found += [
-                Deployment.model_validate_json(body, context=STORED_CONTEXT)
-                for body in (await self._conn.execute(query)).scalars()
-            ]
+            found += await self._decoded(query)
         return found
 
     async def existing(self, names: Collection[str]) -> set[str]:
@@ -110,6 +108,9 @@ class SqlDeploymentRepo:
         query = sa.select(deployments.c.body).order_by(deployments.c.name)
         if states is not None:
             query = query.where(deployments.c.state.in_(sorted(states)))
+        return await self._decoded(query)
+
+    async def _decoded(self, query: sa.Select[Any]) -> list[Deployment]:
         return [
             Deployment.model_validate_json(body, context=STORED_CONTEXT)
             for body in (await self._conn.execute(query)).scalars()
