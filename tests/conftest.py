@@ -20,6 +20,7 @@ from canaryguard.adapters.clock import ManualClock
 from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.engine.app import CanaryGuard
 from canaryguard.wiring import Settings, open_canaryguard
+from tests.receivers import Receiver
 from tests.servers import RunningServer, running_server
 
 PG_DSN = os.environ.get("CANARYGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -119,3 +120,12 @@ def server(serve_db: str | None, tmp_path: Path) -> Iterator[RunningServer]:
     """A real canaryguard server on loopback: the embedded default, or PostgreSQL."""
     with running_server(tmp_path / "data", serve_db, heartbeat_seconds=0.5) as running:
         yield running
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """An HTTP receiver on loopback that records requests (webhooks, Slack)."""
+    running = Receiver()
+    await running.start()
+    yield running
+    await running.stop()

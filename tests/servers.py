@@ -51,9 +51,15 @@ def running_server(
     *,
     heartbeat_seconds: float = 15.0,
     prometheus_url: str | None = None,
+    notifications_file: Path | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``canaryguard serve`` (the same preparation and app) on a free loopback port."""
-    settings = Settings(data_dir=data_dir, db_url=db_url, prometheus_url=prometheus_url)
+    settings = Settings(
+        data_dir=data_dir,
+        db_url=db_url,
+        prometheus_url=prometheus_url,
+        notifications_file=notifications_file,
+    )
     port = free_port()
     messages: list[str] = []
     started = threading.Event()

@@ -14,19 +14,28 @@ from pathlib import Path
 from canaryguard.adapters.bus import InProcessBus
 from canaryguard.adapters.clock import SystemClock
 from canaryguard.adapters.crypto import KEYS_ENV, AesGcmKeyRing
+from canaryguard.adapters.notify import load_channels
 from canaryguard.adapters.prometheus import PrometheusSource
 from canaryguard.adapters.store import SqlStore, open_store
 from canaryguard.domain.checks import Extension
 from canaryguard.domain.errors import InvalidInput
 from canaryguard.engine.app import CanaryGuard
-from canaryguard.engine.ports import Clock, EventBus, KeyRing
+from canaryguard.engine.ports import Channel, Clock, EventBus, KeyRing
 from canaryguard.engine.unit import Ports
 
-__all__ = ["EXTENSION_GROUP", "PROMETHEUS_ENV", "Settings", "load_extensions", "open_canaryguard"]
+__all__ = [
+    "EXTENSION_GROUP",
+    "NOTIFICATIONS_ENV",
+    "PROMETHEUS_ENV",
+    "Settings",
+    "load_extensions",
+    "open_canaryguard",
+]
 
 DEFAULT_DATA_DIR = Path(".canaryguard")
 EXTENSION_GROUP = "canaryguard.conditions"  # entry points: Python rollback conditions
 PROMETHEUS_ENV = "CANARYGUARD_PROMETHEUS_URL"
+NOTIFICATIONS_ENV = "CANARYGUARD_NOTIFICATIONS"
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class Settings:
     keys_env: str | None = field(default=None, repr=False)
     # the Prometheus whose series deployments with ``prometheus`` selectors are read from
     prometheus_url: str | None = field(default=None, repr=False)  # may hold a password
+    # the TOML file of notification channels (webhooks, Slack, email); None: no alerts sent
+    notifications_file: Path | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -55,6 +66,9 @@ class Settings:
             else None,
             "keys_env": env.get(KEYS_ENV) or None,
             "prometheus_url": env.get(PROMETHEUS_ENV) or None,
+            "notifications_file": Path(env[NOTIFICATIONS_ENV])
+            if env.get(NOTIFICATIONS_ENV)
+            else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -89,11 +103,11 @@ async def open_canaryguard(
             keys = AesGcmKeyRing.from_env(settings.keys_env)
         else:
             keys, created_key_file = AesGcmKeyRing.load_or_create(settings.key_path)
-    # made before the store opens: a bad URL is refused with nothing open yet
-    source = PrometheusSource(settings.prometheus_url) if settings.prometheus_url else None
+    channels, source = await _open_outside(settings)
     try:
         store = await open_store(settings.database_url)
     except BaseException:
+        await _close_channels(channels)
         if source is not None:
             await source.close()
         raise
@@ -101,7 +115,7 @@ async def open_canaryguard(
         try:
             await _refuse_new_key_for_old_snapshots(store, settings.key_path)
         except BaseException:
-            await _close_opened(store, source)
+            await _close_opened(store, source, channels)
             raise
         notices.append(
             f"created the snapshot encryption key file {settings.key_path} (mode 0600): "
@@ -114,6 +128,7 @@ async def open_canaryguard(
         keys=keys,
         extensions=load_extensions(notices),
         metrics_source=source,
+        channels=channels,
     )
     app = CanaryGuard(ports)
     app.notices.extend(notices)
@@ -122,9 +137,30 @@ async def open_canaryguard(
         if source is None:
             app.notices.extend(await _unread_deployments(app))
     except BaseException:
-        await _close_opened(store, source)
+        await _close_opened(store, source, channels)
         raise
+    if channels:
+        app.notices.append(
+            "notifications to "
+            + ", ".join(f"{c.name} ({c.rule.min_level.value} and up)" for c in channels)
+        )
     return app
+
+
+async def _open_outside(settings: Settings) -> tuple[list[Channel], PrometheusSource | None]:
+    """The notification channels and the Prometheus source, made before the store opens: a bad
+    channel file or URL is refused with nothing open yet."""
+    channels: list[Channel] = []
+    if settings.notifications_file is not None:
+        channels = await asyncio.to_thread(
+            load_channels, settings.notifications_file, dict(os.environ)
+        )
+    try:
+        source = PrometheusSource(settings.prometheus_url) if settings.prometheus_url else None
+    except BaseException:
+        await _close_channels(channels)
+        raise
+    return channels, source
 
 
 async def _unread_deployments(app: CanaryGuard) -> list[str]:
@@ -140,9 +176,17 @@ async def _unread_deployments(app: CanaryGuard) -> list[str]:
     ]
 
 
-async def _close_opened(store: SqlStore, source: PrometheusSource | None) -> None:
+async def _close_channels(channels: list[Channel]) -> None:
+    for channel in channels:
+        await channel.notifier.close()
+
+
+async def _close_opened(
+    store: SqlStore, source: PrometheusSource | None, channels: list[Channel]
+) -> None:
     """Close what ``open_canaryguard`` opened before it failed."""
     try:
+        await _close_channels(channels)
         if source is not None:
             await source.close()
     finally:

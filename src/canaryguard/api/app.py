@@ -18,6 +18,7 @@ from canaryguard.api import (
     routes_admin,
     routes_deployments,
     routes_events,
+    routes_notifications,
     routes_observations,
     routes_policies,
     routes_records,
@@ -41,6 +42,7 @@ ROUTERS = (
     routes_observations.router,
     routes_state.router,
     routes_admin.router,
+    routes_notifications.router,
 )
 
 DESCRIPTION = """\
@@ -74,6 +76,7 @@ def create_app(
             asyncio.create_task(_relaying(guard)),
             asyncio.create_task(guard.monitor.run(monitor_seconds)),
             asyncio.create_task(guard.executor.run()),
+            asyncio.create_task(guard.notifications.run()),
         ]
         if guard.puller is not None:
             tasks.append(asyncio.create_task(guard.puller.run()))
@@ -104,6 +107,7 @@ def create_app(
             {"name": "observations", "description": "Outcomes reported by clients"},
             {"name": "tokens", "description": "API tokens and roles"},
             {"name": "keys", "description": "Snapshot encryption keys"},
+            {"name": "notifications", "description": "Alert channels and their deliveries"},
         ],
     )
     app.state.guard = guard

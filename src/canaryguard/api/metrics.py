@@ -118,12 +118,43 @@ class _StoreCollector(Collector):
             yield leader
 
 
+class _NotificationCollector(Collector):
+    """Each notification channel's deliveries by this process (the leader sends them all)."""
+
+    def __init__(self, guard: CanaryGuard) -> None:
+        self._guard = guard  # read at each scrape (None while the API reference is generated)
+
+    def collect(self):  # type: ignore[no-untyped-def]  # the Collector protocol is untyped
+        families = {
+            "sent": CounterMetricFamily(
+                "canaryguard_notifications_sent",
+                "Alerts that reached each notification channel",
+                labels=["channel"],
+            ),
+            "failed": CounterMetricFamily(
+                "canaryguard_notifications_failed",
+                "Alerts given up on, per channel (refused, or every attempt failed)",
+                labels=["channel"],
+            ),
+            "retried": CounterMetricFamily(
+                "canaryguard_notifications_retried",
+                "Delivery attempts after a first that failed, per channel",
+                labels=["channel"],
+            ),
+        }
+        for status in self._guard.notifications.status.values():
+            for field, family in families.items():
+                family.add_metric([status.name], getattr(status, field))
+        yield from families.values()
+
+
 class MetricsExporter:
     def __init__(self, guard: CanaryGuard, registry: CollectorRegistry) -> None:
         self._guard = guard
         self.registry = registry
         self._store = _StoreCollector()
         registry.register(self._store)
+        registry.register(_NotificationCollector(guard))
         self._duration = Histogram(
             "canaryguard_rollback_duration_milliseconds",
             "Duration of completed rollbacks (decision to commit) run by this process",

@@ -9,7 +9,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
 from canaryguard.domain.access import ApiToken, Role
 from canaryguard.domain.assignment import Criterion, Variant
 from canaryguard.domain.checks import ConditionResult
-from canaryguard.domain.models import Deployment, MetricsSnapshot, RollbackMetrics, RollbackRecord
+from canaryguard.domain.models import (
+    AlertLevel,
+    Deployment,
+    MetricsSnapshot,
+    RollbackMetrics,
+    RollbackRecord,
+)
 
 __all__ = [
     "MAX_SEQ",
@@ -260,3 +266,24 @@ class SecondOut(BaseModel):
     latency_sum_ms: float
     latency_max_ms: float
     histogram: dict[int, int]
+
+
+class ChannelOut(BaseModel):
+    """A notification channel: what it wants, where its cursor is, and what this replica sent."""
+
+    name: str
+    kind: str = Field(description="webhook, slack or email")
+    min_level: AlertLevel
+    deployments: list[str] = Field(description="shell patterns; empty: every deployment")
+    events: list[str] = Field(description="shell patterns of event types; empty: every type")
+    cursor: int | None = Field(
+        description="the sequence number of the last event the channel has dealt with (sent, "
+        "or given up on); null until the leading replica first sees the channel"
+    )
+    sending: bool = Field(description="whether this replica sends (it holds the lease)")
+    sent: int = Field(description="alerts delivered by this replica since it started")
+    failed: int = Field(description="alerts this replica gave up on since it started")
+    retried: int = Field(description="attempts after a first that failed")
+    last_sent_at: AwareDatetime | None
+    last_error: str | None
+    last_error_at: AwareDatetime | None

@@ -50,6 +50,7 @@ app.add_typer(commands_records.audit_app, name="audit")
 app.add_typer(commands_admin.config_app, name="config")
 app.add_typer(commands_admin.token_app, name="token")
 app.add_typer(commands_admin.keys_app, name="keys")
+app.command("notifications")(commands_admin.notifications)
 app.command("status")(commands_deploy.status)
 app.command("rollback")(commands_rollback.rollback)
 app.command("events")(commands_records.events)
@@ -109,6 +110,14 @@ def serve(  # noqa: PLR0917 - Typer passes the options by name
             "setting names their series (docs/operations.md)",
         ),
     ] = None,
+    notifications: Annotated[
+        Path | None,
+        typer.Option(
+            "--notifications",
+            envvar="CANARYGUARD_NOTIFICATIONS",
+            help="a TOML file of alert channels: webhooks, Slack, email (docs/operations.md)",
+        ),
+    ] = None,
 ) -> None:
     """Run the controller, the REST API and the event stream."""
     # imported here: the server stack is only needed by `serve`, and the other commands start fast
@@ -116,7 +125,10 @@ def serve(  # noqa: PLR0917 - Typer passes the options by name
     from canaryguard.wiring import Settings  # noqa: PLC0415
 
     settings = Settings.from_env(
-        data_dir=_data_dir(data_dir or ctx_of(ctx).data_dir), db_url=db, prometheus_url=prometheus
+        data_dir=_data_dir(data_dir or ctx_of(ctx).data_dir),
+        db_url=db,
+        prometheus_url=prometheus,
+        notifications_file=notifications,
     )
     console = Console()
     try:

@@ -1,4 +1,4 @@
-"""``canaryguard config ...``, ``token ...`` and ``keys ...``."""
+"""``canaryguard config ...``, ``token ...``, ``keys ...`` and ``notifications``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from canaryguard.cli.client import EXIT_USAGE, CliError
 from canaryguard.cli.context import ctx_of
 from canaryguard.cli.output import when
 
-__all__ = ["config_app", "keys_app", "token_app"]
+__all__ = ["config_app", "keys_app", "notifications", "token_app"]
 
 config_app = typer.Typer(help="Rollback settings of a deployment.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
@@ -121,3 +121,27 @@ def keys_rotate(ctx: typer.Context) -> None:
             f"gone) and stay as they are: {', '.join(not_opened)}"
         )
     c.out.result(rotated, message)
+
+
+def notifications(ctx: typer.Context) -> None:
+    """The alert channels the server sends to, and how their deliveries go."""
+    c = ctx_of(ctx)
+    channels = c.api.get("/notifications")
+    c.out.table(
+        channels,
+        "notification channels (serve --notifications FILE)",
+        ("channel", "kind", "level", "filters", "cursor", "sent", "failed", "last error"),
+        (
+            (
+                ch["name"],
+                ch["kind"],
+                f"{ch['min_level']}+",
+                " ".join(ch["deployments"] + ch["events"]) or "all",
+                "" if ch["cursor"] is None else ch["cursor"],
+                ch["sent"] if ch["sending"] else "(follower)",
+                ch["failed"],
+                f"{when(ch['last_error_at'])} {ch['last_error']}" if ch["last_error"] else "",
+            )
+            for ch in channels
+        ),
+    )

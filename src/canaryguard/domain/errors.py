@@ -13,6 +13,7 @@
     ├── IllegalTransition            an action the deployment's state does not allow
     ├── IntegrityError               a stored record fails its check (tampered, foreign, wrong key)
     ├── RollbackFailedError          a rollback could not be applied (nothing was half-applied)
+    ├── DeliveryFailed               a notification did not reach its channel
     └── Unavailable                  the database does not answer
 
 Every message names what is wrong, so surfaces can show it as it is.
@@ -24,6 +25,7 @@ __all__ = [
     "AlreadyExists",
     "CanaryGuardError",
     "Conflict",
+    "DeliveryFailed",
     "IllegalTransition",
     "IntegrityError",
     "InvalidInput",
@@ -103,3 +105,16 @@ class RollbackFailedError(CanaryGuardError):
 
 class Unavailable(CanaryGuardError):
     """The database cannot be reached (or refused the connection); try again later."""
+
+
+class DeliveryFailed(CanaryGuardError):
+    """A notification did not reach its channel.
+
+    ``permanent`` failures (the receiver refused the message itself: most 4xx answers, a
+    rejected recipient) are not retried; the others (timeouts, 5xx, 429, a closed connection)
+    are.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent

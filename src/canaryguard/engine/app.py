@@ -11,6 +11,7 @@ from canaryguard.engine.events import EventFeed
 from canaryguard.engine.executor import EXECUTOR_ACTOR, RollbackExecutor
 from canaryguard.engine.leadership import TTL, Leadership
 from canaryguard.engine.monitor import MONITOR_ACTOR, Monitor
+from canaryguard.engine.notifications import Notifications
 from canaryguard.engine.observations import ObservationService
 from canaryguard.engine.policies import PolicyService
 from canaryguard.engine.pulling import MetricsPuller
@@ -46,6 +47,8 @@ class CanaryGuard:
             ports, self.rollbacks, executor=self.executor, extensions=ports.extensions
         )
         self.tokens = TokenService(ports)
+        # alerts to webhooks, Slack, email (``serve --notifications FILE``)
+        self.notifications = Notifications(ports, ports.channels)
         # outcomes read from Prometheus (``serve --prometheus URL``) besides clients' reports
         self.puller = (
             MetricsPuller(ports, ports.metrics_source) if ports.metrics_source is not None else None
@@ -91,6 +94,7 @@ class CanaryGuard:
                 self.ports, fenced_actors=frozenset({MONITOR_ACTOR, EXECUTOR_ACTOR}), ttl=ttl
             )
             self.monitor.leadership = self.executor.leadership = self.leadership
+            self.notifications.leadership = self.leadership
             self.ports.fences.append(self.leadership.fence)
         return self.leadership
 
@@ -102,6 +106,7 @@ class CanaryGuard:
             if self.leadership is not None:
                 await self.leadership.release()
         finally:
+            await self.notifications.close()
             try:
                 if self.ports.metrics_source is not None:
                     await self.ports.metrics_source.close()

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from canaryguard.domain.access import ApiToken
+from canaryguard.domain.alerts import ChannelRule
 from canaryguard.domain.assignment import Variant
 from canaryguard.domain.audit import AuditEntry
 from canaryguard.domain.events import Event, EventRecord
@@ -23,6 +24,7 @@ from canaryguard.domain.models import (
     DeploymentState,
     PolicyVersion,
     PrometheusSelectors,
+    RollbackAlert,
     RollbackKind,
     RollbackMetrics,
     RollbackRecord,
@@ -33,6 +35,7 @@ from canaryguard.domain.windows import RollupKey, SecondStats
 
 __all__ = [
     "AuditLog",
+    "Channel",
     "CheckpointRepo",
     "Clock",
     "DeploymentRepo",
@@ -41,6 +44,8 @@ __all__ = [
     "KeyRing",
     "LeaseRepo",
     "MetricsSource",
+    "NotificationCursorRepo",
+    "Notifier",
     "ObservationRepo",
     "PolicyRepo",
     "RollbackRepo",
@@ -294,6 +299,18 @@ class CheckpointRepo(Protocol):
         ...
 
 
+class NotificationCursorRepo(Protocol):
+    """Per notification channel, the sequence number of the last event it has dealt with."""
+
+    async def get(self, channel: str) -> int | None:
+        """The channel's cursor, or None for a channel never seen."""
+        ...
+
+    async def advance(self, channel: str, seq: int, *, at: datetime) -> None:
+        """Move the channel's cursor forward to ``seq`` (never back), creating it if needed."""
+        ...
+
+
 class Transaction(Protocol):
     """One database transaction, with a repository per kind of record."""
 
@@ -317,6 +334,8 @@ class Transaction(Protocol):
     def leases(self) -> LeaseRepo: ...
     @property
     def checkpoints(self) -> CheckpointRepo: ...
+    @property
+    def notifications(self) -> NotificationCursorRepo: ...
 
 
 class Store(Protocol):
@@ -400,3 +419,37 @@ class MetricsSource(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Notifier(Protocol):
+    """One notification channel's way out: a webhook, Slack, email.
+
+    ``send`` delivers one alert once, or raises ``DeliveryFailed`` (``permanent`` when trying
+    again cannot help); the engine retries, and never makes a rollback wait for it.
+    """
+
+    @property
+    def name(self) -> str:
+        """The channel's name, unique among channels (it keys the channel's cursor)."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """What sort of channel: ``webhook``, ``slack``, ``email``."""
+        ...
+
+    async def send(self, alert: RollbackAlert, record: EventRecord) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A notification channel: where alerts go (``notifier``) and which (``rule``)."""
+
+    notifier: Notifier
+    rule: ChannelRule
+
+    @property
+    def name(self) -> str:
+        return self.notifier.name

@@ -22,7 +22,15 @@ from canaryguard.domain.errors import Conflict, InvalidInput, NotFound
 from canaryguard.domain.events import Event, EventRecord
 from canaryguard.domain.models import AuditRecord, Deployment
 from canaryguard.domain.windows import WindowStore
-from canaryguard.engine.ports import Clock, EventBus, KeyRing, MetricsSource, Store, Transaction
+from canaryguard.engine.ports import (
+    Channel,
+    Clock,
+    EventBus,
+    KeyRing,
+    MetricsSource,
+    Store,
+    Transaction,
+)
 
 __all__ = ["Ports", "Unit", "check_actor", "check_text", "load_for_write", "new_id", "unit_of_work"]
 
@@ -53,6 +61,8 @@ class Ports:
     fences: list[Fence] = field(default_factory=list, repr=False, compare=False)
     # Where outcomes are read besides clients' reports (``serve --prometheus URL``); None: none.
     metrics_source: MetricsSource | None = field(default=None, repr=False, compare=False)
+    # Where alerts go (``serve --notifications FILE``); empty: nowhere.
+    channels: Sequence[Channel] = field(default=(), repr=False, compare=False)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from canaryguard.adapters.store.deployments import SqlDeploymentRepo
 from canaryguard.adapters.store.events import SqlEventLog
 from canaryguard.adapters.store.inline_sqlite import BUSY_MS, Checkpointer, inline_connector
 from canaryguard.adapters.store.leases import SqlLeaseRepo
+from canaryguard.adapters.store.notifications import SqlNotificationCursorRepo
 from canaryguard.adapters.store.observations import SqlObservationRepo
 from canaryguard.adapters.store.policies import SqlPolicyRepo
 from canaryguard.adapters.store.rollbacks import SqlRollbackRepo
@@ -61,6 +62,7 @@ class SqlTransaction:
     tokens: SqlTokenRepo
     leases: SqlLeaseRepo
     checkpoints: SqlCheckpointRepo
+    notifications: SqlNotificationCursorRepo
 
     @classmethod
     def on(
@@ -77,6 +79,7 @@ class SqlTransaction:
             tokens=SqlTokenRepo(conn),
             leases=SqlLeaseRepo(conn),
             checkpoints=SqlCheckpointRepo(conn),
+            notifications=SqlNotificationCursorRepo(conn),
         )
 
 

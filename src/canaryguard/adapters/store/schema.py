@@ -26,6 +26,7 @@ __all__ = [
     "event_log",
     "insert_on_conflict",
     "metadata",
+    "notification_cursors",
     "observation_batches",
     "observation_nodes",
     "observation_rollups",
@@ -245,6 +246,16 @@ detector_checkpoints = sa.Table(
     sa.Column("next_second", BigInt, nullable=False),
     sa.Column("saved_at", UTCDateTime, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+)
+
+# Per notification channel, the last event it has dealt with (sent, or given up on), so a
+# restart or a new leader carries on where the channel stopped instead of sending it all again.
+notification_cursors = sa.Table(
+    "notification_cursors",
+    metadata,
+    sa.Column("channel", sa.String(64), primary_key=True),
+    sa.Column("last_seq", BigInt, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
 # Batch ids already merged, so a client that retries a batch is not counted twice.

@@ -1,0 +1,220 @@
+"""Notifications: every committed event, as an alert, to each channel that wants it.
+
+The dispatcher reads the stored event log, never the rollback's own code path, so a slow or
+dead receiver cannot delay a rollback (it only delays its own channel). Each channel has its own
+worker and its own cursor in the store: the sequence number of the last event it has dealt with.
+A restart, or another replica taking the controller lease, carries on from there, so an alert
+is neither lost nor (except for one whose delivery was cut off mid-way) sent twice. Only the
+replica that holds the controller lease sends.
+
+A delivery that fails for a reason that may pass (a timeout, a 5xx, 429) is retried with
+exponential backoff; once ``attempts`` are spent, or at once for a permanent refusal, the alert
+is given up on for that channel: counted, logged and shown in the channel's status, and the
+channel moves on, so one bad message cannot hold up every later one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from canaryguard.domain.alerts import ChannelRule, alert_for
+from canaryguard.domain.errors import DeliveryFailed
+from canaryguard.domain.events import EventRecord
+from canaryguard.domain.models import RollbackAlert
+from canaryguard.engine.leadership import Leadership
+from canaryguard.engine.ports import Channel, Subscription
+from canaryguard.engine.unit import Ports, logged_after
+
+__all__ = ["Channel", "ChannelStatus", "Notifications", "RetryPolicy"]
+
+log = logging.getLogger("canaryguard.notifications")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one alert: ``attempts`` in all, waiting ``first_wait`` seconds after the
+    first failure, doubling up to ``max_wait`` (defaults: 8 attempts over about 3 minutes)."""
+
+    attempts: int = 8
+    first_wait: float = 1.0
+    max_wait: float = 60.0
+
+
+@dataclass
+class ChannelStatus:
+    """What a channel has done since this process started, and where its cursor is."""
+
+    name: str
+    rule: ChannelRule
+    cursor: int | None = None
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    last_sent_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, DeliveryFailed) and not error.permanent
+
+
+class Notifications:
+    """The notification dispatcher: one worker per channel, woken by every published event."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        channels: Sequence[Channel],
+        *,
+        retry: RetryPolicy | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        names = [channel.name for channel in channels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"notification channel names must be unique: {names}")
+        self._ports = ports
+        self.channels = tuple(channels)
+        self.retry = retry or RetryPolicy()
+        self.poll_seconds = poll_seconds
+        self.leadership: Leadership | None = None  # set by ``CanaryGuard.lead``
+        self.status = {c.name: ChannelStatus(c.name, c.rule) for c in self.channels}
+        self._wake = {c.name: asyncio.Event() for c in self.channels}
+
+    @property
+    def sending(self) -> bool:
+        """Whether this replica sends: it holds the controller lease (or takes no part in the
+        election)."""
+        return self.leadership is None or self.leadership.is_leader
+
+    async def cursors(self) -> dict[str, int]:
+        """Each channel's cursor as stored (channels not seen yet are left out)."""
+        found: dict[str, int] = {}
+        async with self._ports.store.read() as tx:
+            for channel in self.channels:
+                cursor = await tx.notifications.get(channel.name)
+                if cursor is not None:
+                    found[channel.name] = cursor
+        return found
+
+    async def run(self) -> None:
+        """Deliver until cancelled (``serve`` runs this next to the monitor)."""
+        if not self.channels:
+            return
+        subscription = self._ports.bus.subscribe(maxsize=64)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._pump(subscription))
+                for channel in self.channels:
+                    group.create_task(self._work(channel))
+        finally:
+            subscription.close()
+
+    async def _pump(self, subscription: Subscription) -> None:
+        # any published event (here or relayed from another replica) wakes every channel;
+        # overflow only drops wake-ups, and the workers read the log, never the queue
+        while True:
+            await subscription.get()
+            for wake in self._wake.values():
+                wake.set()
+
+    async def _work(self, channel: Channel) -> None:
+        name = channel.name
+        wake = self._wake[name]
+        while True:
+            try:
+                await self.deliver_pending(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # the store did not answer, most likely: try again at the next wake-up
+                log.exception(
+                    "notification channel %s: cannot read or move its cursor", channel.name
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.poll_seconds)
+            wake.clear()
+
+    async def deliver_pending(self, channel: Channel) -> int:
+        """Deal with every event after the channel's cursor (if this replica leads); how many
+        alerts reached the channel. A channel seen for the first time starts at the log's end:
+        it gets what happens from now on, not the whole history."""
+        if not self.sending:
+            return 0
+        status = self.status[channel.name]
+        async with self._ports.store.read() as tx:
+            cursor = await tx.notifications.get(channel.name)
+            end = await tx.events.last_seq() if cursor is None else 0
+        if cursor is None:
+            await self._advance(channel, end)
+            return 0
+        status.cursor = cursor
+        delivered = 0
+        async for page in logged_after(self._ports, cursor):
+            for record in page:
+                if not self.sending:
+                    return delivered
+                alert = alert_for(record)
+                if alert is not None and channel.rule.wants(alert, record):
+                    delivered += await self._deliver(channel, alert, record)
+                    await self._advance(channel, record.seq)
+            await self._advance(channel, page[-1].seq)
+        return delivered
+
+    async def _deliver(self, channel: Channel, alert: RollbackAlert, record: EventRecord) -> int:
+        status = self.status[channel.name]
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait_exponential(multiplier=self.retry.first_wait, max=self.retry.max_wait),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        status.retried += 1
+                    await channel.notifier.send(alert, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            status.failed += 1
+            status.last_error = (
+                str(exc) if isinstance(exc, DeliveryFailed) else f"{type(exc).__name__}: {exc}"
+            )
+            status.last_error_at = self._ports.clock.now()
+            log.warning(
+                "notification channel %s gave up on event %d (%s): %s",
+                channel.name,
+                record.seq,
+                record.type,
+                status.last_error,
+                exc_info=not isinstance(exc, DeliveryFailed),
+            )
+            return 0
+        status.sent += 1
+        status.last_sent_at = self._ports.clock.now()
+        return 1
+
+    async def _advance(self, channel: Channel, seq: int) -> None:
+        status = self.status[channel.name]
+        if status.cursor is not None and seq <= status.cursor:
+            return
+        async with self._ports.store.write(exclusive=False) as tx:
+            await tx.notifications.advance(channel.name, seq, at=self._ports.clock.now())
+        status.cursor = seq
+
+    async def close(self) -> None:
+        """Close every channel's connections."""
+        for channel in self.channels:
+            try:
+                await channel.notifier.close()
+            except Exception:
+                log.exception("notification channel %s did not close cleanly", channel.name)
