@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -21,16 +22,19 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
+    retry_after: str | None = None  # sent as Retry-After with a refusal
+    slow_body: bool = False  # a 2xx whose body never comes in full
     requests: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set at each request
     url: str = ""
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, tls: ssl.SSLContext | None = None) -> None:
+        """Listen on a free loopback port (over TLS with ``tls``)."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
     async def stop(self) -> None:
         assert self._server is not None
@@ -58,12 +62,17 @@ class Receiver:
             status = self.statuses.pop(0) if self.statuses else 200
             payload = b"ok" if status < 300 else b"no_service"
             extra = "Location: /elsewhere\r\n" if 300 <= status < 400 else ""
+            if self.retry_after is not None and status >= 400:
+                extra += f"Retry-After: {self.retry_after}\r\n"
+            length = 1000 if self.slow_body and status < 300 else len(payload)
             writer.write(
                 f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n{extra}"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode()
                 + payload
             )
             await writer.drain()
+            if length > len(payload):
+                await asyncio.sleep(30)  # the rest of the body never comes (until stop)
         finally:
             writer.close()
             self._handlers.discard(task)

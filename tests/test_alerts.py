@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import get_args
 
 import pytest
 
-from canaryguard.domain.alerts import ChannelRule, alert_for
+from canaryguard.domain.alerts import POSSIBLE_LEVELS, ChannelRule, alert_for, can_fire
 from canaryguard.domain.events import (
     AutoRollbackTriggered,
     CanaryAborted,
+    CanaryPromoted,
     CanaryStarted,
+    ConfigChanged,
+    DeploymentCreated,
     Event,
     EventRecord,
     ManualRollbackInitiated,
@@ -19,6 +23,7 @@ from canaryguard.domain.events import (
     RollbackCompleted,
     RollbackFailed,
     RollbackProgress,
+    SnapshotCreated,
     SplitChanged,
 )
 from canaryguard.domain.models import (
@@ -26,6 +31,7 @@ from canaryguard.domain.models import (
     DeploymentState,
     MetricsSnapshot,
     RollbackAlert,
+    SnapshotKind,
 )
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -150,3 +156,54 @@ def test_a_rule_with_deployment_patterns_wants_only_matching_deployments() -> No
 def test_a_rule_with_event_patterns_wants_only_matching_types() -> None:
     assert wants(ChannelRule(AlertLevel.INFO, events=("io.canaryguard.canary.*",)))
     assert not wants(ChannelRule(AlertLevel.INFO, events=("io.canaryguard.rollback.*",)))
+
+
+# one of every event type that concerns a deployment, each case of _describe among them
+EVERY_EVENT: list[Event] = [
+    AutoRollbackTriggered(rollback_id="rb", reason="r", snapshot_id="s", metrics=None),
+    ManualRollbackInitiated(rollback_id="rb", initiated_by="a", target_snapshot_id="s", reason="r"),
+    RollbackFailed(rollback_id="rb", snapshot_id="s", error="e", partial_completion=0.5),
+    RollbackCompleted(
+        rollback_id="rb",
+        snapshot_id="s",
+        duration_ms=1,
+        success=True,
+        final_state=DeploymentState.ROLLED_BACK,
+    ),
+    RollbackCompleted(
+        rollback_id="rb",
+        snapshot_id="s",
+        duration_ms=1,
+        success=False,
+        final_state=DeploymentState.FAILED,
+    ),
+    RollbackProgress(rollback_id="rb", snapshot_id="s", stage="half", percentage=5),
+    RollbackCancelled(rollback_id="rb", status="cancelled", closed_by="x", reason="r"),
+    CanaryAborted(reason="r", snapshot_id="s"),
+    CanaryStarted(canary="sec@2", percentage=10, criterion="user_id", snapshot_id="s"),
+    CanaryPromoted(stable="sec@2", snapshot_id="s"),
+    SplitChanged(from_percentage=10, to_percentage=25),
+    ConfigChanged(changes={"alpha": 0.01}),
+    SnapshotCreated(snapshot_id="s", kind=SnapshotKind.MANUAL, pinned=False),
+    DeploymentCreated(stable="sec@1"),
+]
+
+
+def test_every_event_type_of_a_deployment_is_covered_here() -> None:
+    union = get_args(get_args(Event)[0])
+    every = {member.model_fields["type"].default for member in union}
+    assert {event.type for event in EVERY_EVENT} == every - {"io.canaryguard.policy.published"}
+    assert set(POSSIBLE_LEVELS) == every - {"io.canaryguard.policy.published"}
+
+
+@pytest.mark.parametrize("event", EVERY_EVENT, ids=lambda e: f"{e.type}")
+def test_each_event_has_its_own_sentence_at_a_level_the_table_allows(event: Event) -> None:
+    made = alert(event)
+    assert made.level in POSSIBLE_LEVELS[event.type]
+    assert made.message != f"checkout: {type(event).__name__}"  # not the fallback
+
+
+def test_a_channel_for_policy_events_only_could_never_fire() -> None:
+    assert not can_fire(AlertLevel.INFO, ("io.canaryguard.policy.*",))
+    assert not can_fire(AlertLevel.EMERGENCY, ("io.canaryguard.canary.*",))
+    assert can_fire(AlertLevel.CRITICAL, ("io.canaryguard.rollback.completed",))

@@ -421,3 +421,18 @@ def test_a_stream_that_ends_without_events_is_asked_again_after_the_server_s_ret
         with pytest.raises(_Stop):
             list(api.stream_events(deployment=None, after=None))
     assert pauses == [2.5, 2.5, 2.5]
+
+
+def test_table_cells_are_shown_as_written_not_read_as_markup() -> None:
+    # cells hold names, reasons and receivers' answers: "[/x]" must not stop the command, and
+    # "[link=…]" must not plant a hyperlink
+    buffer = io.StringIO()
+    out = Out(console=Console(file=buffer, width=200, color_system=None))
+    cells = ["[/x] closing tag", "[link=https://evil.example]click[/link]", "[error]"]
+    out.table(cells, "t", ("a", "b", "c"), [cells])
+    text = buffer.getvalue()
+    assert all(cell in text for cell in cells)
+
+
+def test_notifications_lists_no_channels_on_a_server_without_them(server: RunningServer) -> None:
+    assert json.loads(cli(server, "--json", "notifications").stdout) == []

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import gzip
 import http.server
-import ipaddress
 import json
 import os
 import signal
@@ -22,16 +20,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from canaryguard.client import AsyncClient, Client, NotReady
 from canaryguard.client._client import _HandshakeGate
 from canaryguard.client._state import Assignment, DeploymentState, PolicyVersion
 from canaryguard.domain import observation_batch
 from canaryguard.domain.assignment import Split, Variant
+from tests.certificates import self_signed
 from tests.servers import RunningServer, free_port, running_server, server_process
 
 NAME = "payments/security"
@@ -582,42 +577,10 @@ def test_a_client_closed_before_a_fork_stays_closed_in_the_child(receiver: str) 
     assert in_a_fork(child) == 0
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 signed by its own key (a private CA), and the key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "canaryguard test CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 @pytest.fixture
 def https_receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """An observations endpoint over HTTPS with a private CA: its URL and the CA file."""
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert_file, key_file)
     _Answering.asked = []
@@ -652,7 +615,7 @@ def test_the_default_tls_context_refuses_a_server_it_cannot_verify(
 def test_a_fork_waits_for_a_tls_handshake_in_progress(tmp_path: Path) -> None:
     """A child forked mid-handshake could find the certificate store's lock held by a thread it
     does not have; fork waits until the handshake is over."""
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path)
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert_file, key_file)
     listener = socket.create_server(("127.0.0.1", 0))

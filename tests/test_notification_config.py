@@ -383,3 +383,65 @@ def test_nothing_is_built_when_a_later_channel_is_bad(
     monkeypatch.setattr(channel_config, "WebhookNotifier", lambda *args, **_: built.append(args))
     assert "'port'" in refusal(write(WEBHOOK + EMAIL + "port = 0\n"))
     assert built == []
+
+
+def test_a_password_sent_in_clear_to_another_host_is_refused(
+    write: Callable[[str], Path],
+) -> None:
+    message = refusal(
+        write(EMAIL + 'security = "none"\nusername = "cg"\npassword_env = "SMTP_PASSWORD"\n')
+    )
+    assert "'security'" in message
+    assert "in clear to smtp.example.com" in message
+
+
+async def test_a_password_to_a_relay_on_loopback_without_tls_is_accepted(
+    write: Callable[[str], Path], channels: list[Channel]
+) -> None:
+    text = edited(EMAIL, "smtp.example.com", "127.0.0.1")
+    channels += load_channels(
+        write(text + 'security = "none"\nusername = "cg"\npassword_env = "SMTP_PASSWORD"\n'), ENV
+    )
+    assert [c.notifier.kind for c in channels] == ["email"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ('events = ["io.canaryguard.policy.*"]\n', "'events'"),
+        ('min_level = "emergency"\nevents = ["io.canaryguard.canary.*"]\n', "'events'"),
+    ],
+)
+def test_a_channel_that_could_never_fire_is_refused(
+    write: Callable[[str], Path], extra: str, key: str
+) -> None:
+    message = refusal(write(WEBHOOK + extra))
+    assert key in message
+    assert "would never fire" in message
+
+
+@pytest.mark.parametrize("address", ["a@b.example, evil@d.example", "Ops, Team <ops@x.example>"])
+def test_more_than_one_address_in_one_entry_is_refused(
+    write: Callable[[str], Path], address: str
+) -> None:
+    message = refusal(write(edited(EMAIL, '"oncall@example.com"', f'"{address}"')))
+    assert "'to'" in message
+    assert "is not one email address" in message
+
+
+def test_a_ca_file_that_does_not_exist_is_refused(
+    write: Callable[[str], Path], tmp_path: Path
+) -> None:
+    message = refusal(write(WEBHOOK + f'ca_file = "{tmp_path / "nope.pem"}"\n'))
+    assert "'ca_file'" in message
+    assert "no such file" in message
+
+
+def test_a_ca_file_that_holds_no_certificate_is_refused(
+    write: Callable[[str], Path], tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    message = refusal(write(WEBHOOK + f'ca_file = "{junk}"\n'))
+    assert "'ca_file'" in message
+    assert "cannot load CA certificates" in message

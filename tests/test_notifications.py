@@ -4,14 +4,22 @@ what a failing channel does (and does not) hold up. Every test runs on SQLite an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from canaryguard.adapters.clock import ManualClock
 from canaryguard.domain.alerts import ChannelRule
 from canaryguard.domain.errors import DeliveryFailed
 from canaryguard.domain.events import EventRecord
 from canaryguard.domain.models import AlertLevel, RollbackAlert
 from canaryguard.engine.app import CanaryGuard
-from canaryguard.engine.notifications import Channel, Notifications, RetryPolicy
+from canaryguard.engine.notifications import (
+    MAX_RETRY_AFTER,
+    Channel,
+    Notifications,
+    RetryPolicy,
+    backoff_seconds,
+)
 from tests.helpers import ACTOR, seed
 from tests.test_monitor import start as start_monitored
 from tests.test_monitor import traffic
@@ -30,11 +38,14 @@ class Recorder:
     sent: list[tuple[RollbackAlert, EventRecord]] = field(default_factory=list)
     attempts: int = 0
     gate: asyncio.Event | None = None  # when set, every send waits for it
+    on_attempt: Callable[[], None] | None = None  # called at each attempt, before the outcome
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # set at each delivery
     closed: bool = False
 
     async def send(self, alert: RollbackAlert, record: EventRecord) -> None:
         self.attempts += 1
+        if self.on_attempt is not None:
+            self.on_attempt()
         if self.gate is not None:
             await self.gate.wait()
         if self.failures:
@@ -231,7 +242,7 @@ async def test_a_blocked_channel_does_not_hold_up_another(app: CanaryGuard) -> N
         await app.rollbacks.rollback(NAME, reason="r", actor=ACTOR)
         async with asyncio.timeout(10):
             await fast.arrived.wait()
-        assert (blocked.sent, blocked.attempts) == ([], 1)
+        assert blocked.sent == []  # still waiting on its receiver
         assert blocked.gate is not None
         blocked.gate.set()
         async with asyncio.timeout(10):
@@ -290,3 +301,75 @@ async def test_an_automatic_rollback_alerts_a_critical_channel_with_its_reason_a
     assert "canary errors 3.00% vs stable 1.00%" in alert.message
     assert alert.metrics is not None
     assert alert.metrics.canary.errors > 0
+
+
+PATIENT = RetryPolicy(first_wait=0.001, max_wait=0.002)  # no attempt limit: until max age
+
+
+async def test_a_receiver_down_for_a_while_gets_the_alert_and_the_later_ones_in_order(
+    app: CanaryGuard,
+) -> None:
+    await start(app)
+    await seed_other(app)
+    recorder = Recorder(failures=[DeliveryFailed("503")] * 12)
+    notifications, (channel,) = dispatcher(app, (recorder, ChannelRule(AlertLevel.WARNING)))
+    notifications.retry = PATIENT
+    await notifications.deliver_pending(channel)
+    await app.rollbacks.rollback(NAME, reason="first", actor=ACTOR)
+    await app.deployments.start_canary("other", policy="sec@2", percent=10, actor=ACTOR)
+    await app.rollbacks.rollback("other", reason="second", actor=ACTOR)
+    assert await notifications.deliver_pending(channel) == 2
+    assert [alert.deployment_id for alert, _ in recorder.sent] == [NAME, "other"]
+    status = notifications.status["ops"]
+    assert (status.failed, status.retried, status.retrying) == (0, 12, None)
+    assert status.last_error == "503"  # the outage stays on record
+
+
+async def test_an_alert_older_than_its_max_age_is_given_up_without_a_try(
+    app: CanaryGuard, clock: ManualClock
+) -> None:
+    await start(app)
+    recorder = Recorder()
+    notifications = await started(app, (recorder, ChannelRule(AlertLevel.WARNING)))
+    await app.rollbacks.rollback(NAME, reason="r", actor=ACTOR)
+    clock.advance(notifications.retry.max_age_seconds + 1)
+    await deliver_all(notifications)
+    status = notifications.status["ops"]
+    assert (recorder.attempts, status.failed) == (0, 1)
+    assert status.last_error is not None
+    assert "older than" in status.last_error
+
+
+async def test_a_replica_that_loses_the_lease_while_retrying_stops_and_keeps_the_cursor(
+    app: CanaryGuard, clock: ManualClock
+) -> None:
+    await start(app)
+    leadership = app.lead()
+    assert await leadership.hold()
+    recorder = Recorder(
+        failures=[DeliveryFailed("503")] * 50,
+        on_attempt=lambda: clock.advance(leadership.ttl.total_seconds()),  # the lease lapses
+    )
+    notifications, (channel,) = dispatcher(app, (recorder, ChannelRule(AlertLevel.WARNING)))
+    notifications.retry = PATIENT
+    notifications.leadership = leadership
+    await notifications.deliver_pending(channel)  # seen: cursor at the log's end
+    await app.rollbacks.rollback(NAME, reason="r", actor=ACTOR)
+    before = (await notifications.cursors())["ops"]
+    assert await leadership.hold()
+    assert await notifications.deliver_pending(channel) == 0
+    status = notifications.status["ops"]
+    assert (recorder.attempts, status.failed, status.sent) == (1, 0, 0)
+    assert (await notifications.cursors())["ops"] == before  # the next leader sends it
+
+
+def test_the_wait_doubles_up_to_its_ceiling() -> None:
+    policy = RetryPolicy(first_wait=1, max_wait=60)
+    waits = [backoff_seconds(policy, n, DeliveryFailed("503")) for n in (1, 2, 3, 7, 8)]
+    assert waits == [1, 2, 4, 60, 60]
+
+
+def test_the_wait_is_at_least_what_the_receiver_asked_for() -> None:
+    policy = RetryPolicy(first_wait=1, max_wait=60)
+    assert backoff_seconds(policy, 1, DeliveryFailed("429", retry_after=120)) == 120
+    assert backoff_seconds(policy, 1, DeliveryFailed("429", retry_after=86_400)) == MAX_RETRY_AFTER

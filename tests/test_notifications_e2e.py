@@ -13,6 +13,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.receivers import Receiver
 from tests.servers import running_server
+from tests.test_cli import cli
 from tests.test_notifiers import SECRET
 from tests.test_serve import run_serve
 
@@ -68,7 +69,7 @@ async def test_a_rollback_through_the_api_reaches_the_webhook_signed(
             assert payload["subject"] == NAME
             assert payload["canaryguardlevel"] == "warning"
             assert "errors up" in payload["canaryguardmessage"]
-            assert request.headers["webhook-id"] == f"evt_{payload['id']}"
+            assert request.headers["webhook-id"].startswith(f"evt_{payload['id']}_")
             channel = await channel_once_past(api, int(payload["id"]))
             assert (channel["name"], channel["kind"], channel["sent"], channel["failed"]) == (
                 "ops",
@@ -76,6 +77,10 @@ async def test_a_rollback_through_the_api_reaches_the_webhook_signed(
                 1,
                 0,
             )
+            table = await asyncio.to_thread(cli, server, "notifications")
+            assert table.returncode == 0, table.stderr
+            assert "│ ops" in table.stdout
+            assert "webhook" in table.stdout
             metrics = (await api.get("/metrics")).text
             assert 'canaryguard_notifications_sent_total{channel="ops"} 1.0' in metrics
     assert any("notifications to ops (warning and up)" in m for m in server.messages)

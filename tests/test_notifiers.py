@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import email.policy
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -18,7 +20,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from canaryguard.adapters import notify
-from canaryguard.adapters.notify import EmailNotifier, SlackNotifier, WebhookNotifier
+from canaryguard.adapters.notify import EmailNotifier, SlackNotifier, WebhookNotifier, load_channels
+from canaryguard.adapters.notify._format import delivery_id
 from canaryguard.domain.alerts import alert_for
 from canaryguard.domain.errors import DeliveryFailed, InvalidInput
 from canaryguard.domain.events import AutoRollbackTriggered, EventRecord, RollbackCompleted
@@ -28,6 +31,7 @@ from canaryguard.domain.models import (
     RollbackAlert,
     VariantMetrics,
 )
+from tests.certificates import self_signed
 from tests.receivers import Receiver
 from tests.servers import free_port
 
@@ -143,7 +147,7 @@ async def test_a_tampered_webhook_body_fails_the_reference_verification(
         Webhook(SECRET).verify(tampered, request.headers)
 
 
-async def test_webhook_id_is_the_event_sequence_on_every_attempt(
+async def test_webhook_id_is_the_same_on_every_attempt(
     receiver: Receiver, webhook: WebhookNotifier
 ) -> None:
     receiver.statuses = [503]
@@ -151,8 +155,38 @@ async def test_webhook_id_is_the_event_sequence_on_every_attempt(
     with pytest.raises(DeliveryFailed):
         await webhook.send(alert_of(record), record)
     await webhook.send(alert_of(record), record)
-    assert [r.headers["webhook-id"] for r in receiver.requests] == ["evt_42", "evt_42"]
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert ids == [delivery_id(record)] * 2
+    assert ids[0].startswith("evt_42_")
     assert all(r.headers["webhook-timestamp"].isdigit() for r in receiver.requests)
+
+
+def test_the_same_sequence_number_in_another_installation_is_another_delivery() -> None:
+    # two databases both reach event 42; a receiver fed by both must not drop one as a copy
+    here = rollback_record(seq=42)
+    there = here.model_copy(update={"time": here.time.replace(microsecond=1)})
+    assert delivery_id(here) != delivery_id(there)
+
+
+async def test_a_2xx_whose_body_is_slow_to_come_is_delivered(
+    receiver: Receiver,
+) -> None:
+    receiver.slow_body = True
+    notifier = WebhookNotifier("ops", f"{receiver.url}/h", SECRET, timeout=0.5)
+    try:
+        record = rollback_record()
+        await notifier.send(alert_of(record), record)  # no DeliveryFailed: it was taken
+    finally:
+        await notifier.close()
+
+
+async def test_a_429_passes_on_how_long_the_receiver_asked_to_wait(
+    receiver: Receiver, webhook: WebhookNotifier
+) -> None:
+    receiver.statuses = [429]
+    receiver.retry_after = "7"
+    failure = await failure_of(webhook)
+    assert (failure.permanent, failure.retry_after) == (False, 7.0)
 
 
 @pytest.mark.parametrize("status", [500, 503, 429, 408, 425])
@@ -200,21 +234,22 @@ async def test_webhook_to_a_closed_port_fails_non_permanently() -> None:
     assert not failure.permanent
 
 
-async def test_webhook_failure_names_channel_url_and_status_without_credentials(
+async def test_webhook_failure_names_channel_host_and_status_without_path_or_credentials(
     receiver: Receiver,
 ) -> None:
     receiver.statuses = [404]
-    url = receiver.url.replace("http://", "http://user:hunter2@") + "/hooks/cg?token=t0p"
+    url = receiver.url.replace("http://", "http://user:hunter2@") + "/hooks/t0k3n?token=t0p"
     notifier = WebhookNotifier("ops", url, SECRET, timeout=2.0)
     try:
         message = str(await failure_of(notifier))
     finally:
         await notifier.close()
     assert "'ops'" in message
-    assert f"{receiver.url}/hooks/cg" in message
+    assert f"{receiver.url}/..." in message
     assert "404" in message
     assert "hunter2" not in message
     assert "t0p" not in message
+    assert "t0k3n" not in message  # a path may be a receiver's credential too
 
 
 async def test_webhook_secret_is_in_neither_repr_nor_failure_messages(
@@ -263,7 +298,10 @@ async def test_slack_posts_level_and_message_as_blocks_with_a_text_fallback(
     header, section, context = payload["blocks"]
     assert header["type"] == "header"
     assert "INFO" in header["text"]["text"]
-    assert section == {"type": "section", "text": {"type": "mrkdwn", "text": alert.message}}
+    assert section == {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": alert.message, "verbatim": True},
+    }
     assert context["type"] == "context"
     assert "io.canaryguard.rollback.completed" in context["elements"][0]["text"]
 
@@ -422,14 +460,14 @@ async def test_email_body_has_deployment_time_level_metrics_and_the_cloudevent(
     assert json.loads(cloudevent)["id"] == "42"
 
 
-async def test_email_headers_carry_the_event_sequence_for_spotting_duplicates(
+async def test_email_headers_carry_the_delivery_id_for_spotting_duplicates(
     mail_server: MailServer,
 ) -> None:
     record = rollback_record(seq=42)
     await mail_server.notifier().send(alert_of(record), record)
     message = mail_server.message()
-    assert message["X-Canaryguard-Event-Id"] == "evt_42"
-    assert message["Message-ID"] == "<canaryguard.evt_42@example.com>"
+    assert message["X-Canaryguard-Event-Id"] == delivery_id(record)
+    assert message["Message-ID"] == f"<canaryguard.{delivery_id(record)}@example.com>"
     [envelope] = mail_server.mailbox.accepted
     assert envelope.mail_from == "canaryguard@example.com"
     assert envelope.rcpt_tos == ["oncall@example.com"]
@@ -458,3 +496,51 @@ async def test_email_to_a_server_that_is_down_fails_non_permanently() -> None:
     failure = await failure_of(notifier)
     assert not failure.permanent
     assert "'oncall'" in str(failure)
+
+
+@pytest.fixture
+async def https_receiver(tmp_path: Path) -> AsyncIterator[tuple[Receiver, Path]]:
+    """A receiver over HTTPS whose certificate a private CA signed: it, and the CA file."""
+    cert_file, key_file = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    running = Receiver()
+    await running.start(tls)
+    yield running, cert_file
+    await running.stop()
+
+
+def https_channel(receiver: Receiver, tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "channels.toml"
+    path.write_text(
+        f'[[channels]]\nname = "ops"\nkind = "webhook"\nurl = "{receiver.url}/h"\n'
+        f'secret = "{SECRET}"\n{extra}'
+    )
+    return path
+
+
+async def test_a_webhook_behind_a_private_ca_is_reached_with_its_ca_file(
+    https_receiver: tuple[Receiver, Path], tmp_path: Path
+) -> None:
+    receiver, ca_file = https_receiver
+    [channel] = load_channels(https_channel(receiver, tmp_path, f'ca_file = "{ca_file}"\n'), {})
+    try:
+        record = rollback_record()
+        await channel.notifier.send(alert_of(record), record)
+    finally:
+        await channel.notifier.close()
+    assert len(receiver.requests) == 1
+
+
+async def test_a_webhook_behind_a_private_ca_is_refused_without_it(
+    https_receiver: tuple[Receiver, Path], tmp_path: Path
+) -> None:
+    receiver, _ = https_receiver
+    [channel] = load_channels(https_channel(receiver, tmp_path), {})
+    try:
+        record = rollback_record()
+        with pytest.raises(DeliveryFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            await channel.notifier.send(alert_of(record), record)
+    finally:
+        await channel.notifier.close()
+    assert receiver.requests == []

@@ -26,7 +26,8 @@ Guard = Annotated[CanaryGuard, Depends(get_guard)]
     tags=["notifications"],
 )
 async def list_channels(guard: Guard) -> list[ChannelOut]:
-    """Every channel of ``serve --notifications FILE`` (secrets and addresses left out)."""
+    """Every channel of ``serve --notifications FILE``: its rule, cursor and this replica's
+    deliveries (no secret or target URL; a last error names the receiver's host and answer)."""
     notifications = guard.notifications
     cursors = await notifications.cursors()
     return [
@@ -41,6 +42,7 @@ async def list_channels(guard: Guard) -> list[ChannelOut]:
             sent=status.sent,
             failed=status.failed,
             retried=status.retried,
+            retrying=status.retrying,
             last_sent_at=status.last_sent_at,
             last_error=status.last_error,
             last_error_at=status.last_error_at,

@@ -284,6 +284,10 @@ class ChannelOut(BaseModel):
     sent: int = Field(description="alerts delivered by this replica since it started")
     failed: int = Field(description="alerts this replica gave up on since it started")
     retried: int = Field(description="attempts after a first that failed")
+    retrying: int | None = Field(
+        description="the sequence number of the event the channel waits on (its receiver "
+        "failed and it is being retried), if any"
+    )
     last_sent_at: AwareDatetime | None
     last_error: str | None
     last_error_at: AwareDatetime | None

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["Out", "when"]
 
@@ -45,7 +46,9 @@ class Out:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*("" if cell is None else str(cell) for cell in row))
+            # Text, not markup: cells hold names, reasons and receivers' answers, where a "[" is
+            # data (a "[/x]" would otherwise stop the command, a "[link=…]" plant a link)
+            table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
         self.console.print(table)
 
     def error(self, message: str) -> None:

@@ -115,6 +115,9 @@ class DeliveryFailed(CanaryGuardError):
     are.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after  # seconds the receiver asked to wait (Retry-After)

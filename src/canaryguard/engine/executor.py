@@ -240,8 +240,11 @@ class RollbackExecutor:
                 log.exception("rollback executor round failed")
             self._wake.clear()
             delay = await self._next_delay(every)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and shutdown would then wait on this loop for ever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _next_delay(self, every: float) -> float:
         now = self._ports.clock.now()

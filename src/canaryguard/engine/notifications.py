@@ -8,21 +8,24 @@ is neither lost nor (except for one whose delivery was cut off mid-way) sent twi
 replica that holds the controller lease sends.
 
 A delivery that fails for a reason that may pass (a timeout, a 5xx, 429) is retried with
-exponential backoff; once ``attempts`` are spent, or at once for a permanent refusal, the alert
-is given up on for that channel: counted, logged and shown in the channel's status, and the
-channel moves on, so one bad message cannot hold up every later one.
+exponential backoff (honouring ``Retry-After``), and the channel waits on it: later alerts go
+out after it, in order, once the receiver is back. An alert is given up on only when the
+receiver refuses it for good (a 4xx), or when it is older than ``RetryPolicy.max_age_seconds``
+(stale: an outage that long makes it news no more); it is then counted, logged and shown in the
+channel's status, and the channel moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from canaryguard.domain.alerts import ChannelRule, alert_for
 from canaryguard.domain.errors import DeliveryFailed
@@ -32,19 +35,36 @@ from canaryguard.engine.leadership import Leadership
 from canaryguard.engine.ports import Channel, Subscription
 from canaryguard.engine.unit import Ports, logged_after
 
-__all__ = ["Channel", "ChannelStatus", "Notifications", "RetryPolicy"]
+__all__ = ["Channel", "ChannelStatus", "Notifications", "RetryPolicy", "backoff_seconds"]
 
 log = logging.getLogger("canaryguard.notifications")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try one alert: ``attempts`` in all, waiting ``first_wait`` seconds after the
-    first failure, doubling up to ``max_wait`` (defaults: 8 attempts over about 3 minutes)."""
+    """How long to keep trying one alert: waiting ``first_wait`` seconds after the first
+    failure, doubling up to ``max_wait`` (or what a ``Retry-After`` asks, up to
+    ``MAX_RETRY_AFTER``), until the alert's event is ``max_age_seconds`` old; ``attempts``, when
+    set, also ends it after that many tries."""
 
-    attempts: int = 8
     first_wait: float = 1.0
     max_wait: float = 60.0
+    max_age_seconds: float = 3600.0
+    attempts: int | None = None
+
+
+MAX_RETRY_AFTER = 600.0  # seconds: a receiver asking for longer is retried after this anyway
+
+
+def backoff_seconds(
+    policy: RetryPolicy, failed_attempts: int, error: BaseException | None
+) -> float:
+    """How long to wait after ``failed_attempts`` tries: doubling from ``first_wait`` up to
+    ``max_wait``, or longer when the receiver's ``Retry-After`` asked so (up to
+    ``MAX_RETRY_AFTER``)."""
+    backoff: float = min(policy.first_wait * 2.0 ** (failed_attempts - 1), policy.max_wait)
+    asked = error.retry_after if isinstance(error, DeliveryFailed) else None
+    return max(backoff, min(asked or 0.0, MAX_RETRY_AFTER))
 
 
 @dataclass
@@ -57,6 +77,7 @@ class ChannelStatus:
     sent: int = 0
     failed: int = 0
     retried: int = 0
+    retrying: int | None = None  # the event being retried now, if any
     last_sent_at: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
@@ -64,6 +85,18 @@ class ChannelStatus:
 
 def _retryable(error: BaseException) -> bool:
     return isinstance(error, DeliveryFailed) and not error.permanent
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None or isinstance(error, DeliveryFailed):
+        return str(error)
+    return f"{type(error).__name__}: {error}"  # a notifier's bug, not the receiver's answer
+
+
+class _Outcome(enum.Enum):
+    SENT = "sent"
+    GAVE_UP = "gave up"
+    STOPPED = "stopped"  # this replica lost the lease while trying
 
 
 class Notifications:
@@ -138,8 +171,11 @@ class Notifications:
                 log.exception(
                     "notification channel %s: cannot read or move its cursor", channel.name
                 )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and shutdown would then wait on this loop for ever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await wake.wait()
             wake.clear()
 
     async def deliver_pending(self, channel: Channel) -> int:
@@ -163,17 +199,57 @@ class Notifications:
                     return delivered
                 alert = alert_for(record)
                 if alert is not None and channel.rule.wants(alert, record):
-                    delivered += await self._deliver(channel, alert, record)
+                    outcome = await self._deliver(channel, alert, record)
+                    if outcome is _Outcome.STOPPED:
+                        return delivered  # the lease went: the leader carries on from here
+                    delivered += outcome is _Outcome.SENT
                     await self._advance(channel, record.seq)
             await self._advance(channel, page[-1].seq)
         return delivered
 
-    async def _deliver(self, channel: Channel, alert: RollbackAlert, record: EventRecord) -> int:
+    def _age(self, record: EventRecord) -> float:
+        return (self._ports.clock.now() - record.time).total_seconds()
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return backoff_seconds(self.retry, state.attempt_number, error)
+
+    async def _deliver(
+        self, channel: Channel, alert: RollbackAlert, record: EventRecord
+    ) -> _Outcome:
         status = self.status[channel.name]
+        if self._age(record) > self.retry.max_age_seconds:
+            self._gave_up(channel, record, f"not sent: older than {self.retry.max_age_seconds:g} s")
+            return _Outcome.GAVE_UP
+
+        def stop(state: RetryCallState) -> bool:
+            attempts = self.retry.attempts
+            return (
+                not self.sending
+                or self._age(record) > self.retry.max_age_seconds
+                or (attempts is not None and state.attempt_number >= attempts)
+            )
+
+        def failed_attempt(state: RetryCallState) -> None:
+            # shown while the channel waits on this alert, so an outage is visible at once
+            error = state.outcome.exception() if state.outcome is not None else None
+            status.retrying = record.seq
+            status.last_error = _describe(error)
+            status.last_error_at = self._ports.clock.now()
+            if state.attempt_number == 1:
+                log.warning(
+                    "notification channel %s: event %d (%s) not delivered, retrying: %s",
+                    channel.name,
+                    record.seq,
+                    record.type,
+                    status.last_error,
+                )
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.attempts),
-            wait=wait_exponential(multiplier=self.retry.first_wait, max=self.retry.max_wait),
+            stop=stop,
+            wait=self._wait,
             retry=retry_if_exception(_retryable),
+            before_sleep=failed_attempt,
             reraise=True,
         )
         try:
@@ -185,23 +261,33 @@ class Notifications:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            status.failed += 1
-            status.last_error = (
-                str(exc) if isinstance(exc, DeliveryFailed) else f"{type(exc).__name__}: {exc}"
-            )
-            status.last_error_at = self._ports.clock.now()
-            log.warning(
-                "notification channel %s gave up on event %d (%s): %s",
-                channel.name,
-                record.seq,
-                record.type,
-                status.last_error,
-                exc_info=not isinstance(exc, DeliveryFailed),
-            )
-            return 0
+            if not self.sending:
+                status.retrying = None
+                return _Outcome.STOPPED
+            self._gave_up(channel, record, _describe(exc), error=exc)
+            return _Outcome.GAVE_UP
+        finally:
+            if status.retrying == record.seq:
+                status.retrying = None
         status.sent += 1
         status.last_sent_at = self._ports.clock.now()
-        return 1
+        return _Outcome.SENT
+
+    def _gave_up(
+        self, channel: Channel, record: EventRecord, why: str, *, error: Exception | None = None
+    ) -> None:
+        status = self.status[channel.name]
+        status.failed += 1
+        status.last_error = why
+        status.last_error_at = self._ports.clock.now()
+        log.warning(
+            "notification channel %s gave up on event %d (%s): %s",
+            channel.name,
+            record.seq,
+            record.type,
+            why,
+            exc_info=error is not None and not isinstance(error, DeliveryFailed),
+        )
 
     async def _advance(self, channel: Channel, seq: int) -> None:
         status = self.status[channel.name]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from canaryguard.domain.events import EventRecord
 from canaryguard.domain.models import AlertLevel, MetricsSnapshot, RollbackAlert
 
-__all__ = ["LEVEL_EMOJI", "cloudevent_for", "metrics_lines", "percent"]
+__all__ = ["LEVEL_EMOJI", "cloudevent_for", "delivery_id", "metrics_lines", "percent"]
 
 LEVEL_EMOJI: dict[AlertLevel, str] = {
     AlertLevel.INFO: ":information_source:",
@@ -24,6 +25,15 @@ def cloudevent_for(alert: RollbackAlert, record: EventRecord) -> dict[str, Any]:
     envelope["canaryguardlevel"] = alert.level.value
     envelope["canaryguardmessage"] = alert.message
     return envelope
+
+
+def delivery_id(record: EventRecord) -> str:
+    """``evt_<seq>_<12 hex>``: the same for every attempt and every replica, and unique across
+    installations, whose sequence numbers all start at 1 (two databases sending to one
+    receiver or mailbox must not look like duplicates of each other)."""
+    origin = f"{record.time.isoformat()}|{record.deployment}|{record.type}|{record.revision}"
+    digest = hashlib.blake2b(origin.encode(), digest_size=6).hexdigest()
+    return f"evt_{record.seq}_{digest}"
 
 
 def percent(rate: float) -> str:

@@ -20,6 +20,7 @@ __all__ = ["HttpNotifier", "deliver", "parse_http_url", "shown_url"]
 # answers that say "not now" rather than "not this": worth another attempt
 _RETRYABLE = frozenset({408, 425, 429})
 _SNIPPET_BYTES = 200  # of a refusal's body, for the message: enough for Slack's "no_service"
+_SNIPPET_SECONDS = 1.0
 
 
 def parse_http_url(url: str) -> httpx.URL:
@@ -36,11 +37,10 @@ def parse_http_url(url: str) -> httpx.URL:
     return parsed
 
 
-def shown_url(url: httpx.URL, *, with_path: bool) -> str:
-    """``url`` fit for messages: never its credentials, query or fragment; the path only when
-    it is not itself the secret."""
-    origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
-    return origin + url.path if with_path else origin + "/..."
+def shown_url(url: httpx.URL) -> str:
+    """``url`` fit for messages and the API: its scheme and host only. The rest may be the
+    credential (a Slack incoming webhook's path, a token in a receiver's path or query)."""
+    return f"{url.scheme}://{url.host}{'' if url.port is None else f':{url.port}'}/..."
 
 
 async def deliver(
@@ -60,6 +60,9 @@ async def deliver(
         # httpx's timeout bounds each phase; this bounds the whole attempt (a slow-drip answer)
         async with asyncio.timeout(timeout):
             async with client.stream("POST", url, content=content, headers=headers) as response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return  # taken: a body slow to come after a 2xx is no reason to send again
                 snippet = await _snippet(response)
     except (TimeoutError, httpx.TimeoutException):
         raise DeliveryFailed(f"{channel}: {shown} did not answer within {timeout:g} s") from None
@@ -67,24 +70,35 @@ async def deliver(
         # from None: a chained httpx error carries the request, whose URL may be the secret
         reason = (str(exc) or type(exc).__name__).replace(str(url), shown)
         raise DeliveryFailed(f"{channel}: could not reach {shown}: {reason}") from None
-    status = response.status_code
-    if 200 <= status < 300:
-        return
     permanent = status not in _RETRYABLE and status < 500
     detail = f": {snippet}" if snippet else ""
     raise DeliveryFailed(
         f"{channel}: {shown} answered {status} {response.reason_phrase}{detail}".rstrip(),
         permanent=permanent,
+        retry_after=None if permanent else _retry_after(response.headers.get("retry-after")),
     )
 
 
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` of delay-seconds; the HTTP-date form is rare from webhook receivers
+    and is left to the usual backoff."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
 async def _snippet(response: httpx.Response) -> str:
-    # a refusal's body says why, but a receiver may answer with anything: read a little only
+    # a refusal's body says why, but a receiver may answer with anything: read a little, and
+    # not for long (the status alone decides what happens next)
     read = b""
-    async for chunk in response.aiter_raw():
-        read += chunk
-        if len(read) >= _SNIPPET_BYTES:
-            break
+    try:
+        async with asyncio.timeout(_SNIPPET_SECONDS):
+            async for chunk in response.aiter_bytes():
+                read += chunk
+                if len(read) >= _SNIPPET_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
     text = read[:_SNIPPET_BYTES].decode("utf-8", errors="replace")
     return " ".join(text.split())
 
@@ -92,14 +106,12 @@ async def _snippet(response: httpx.Response) -> str:
 class HttpNotifier:
     """What the webhook and Slack notifiers share: one URL, one client, one POST per send.
 
-    Subclasses set ``_kind``, ``_label`` (how messages name the channel) and ``_path_shown``
-    (whether the URL's path may appear in messages: not when it is the credential). Redirects
-    are not followed: an alert goes where it was configured to, or fails.
+    Subclasses set ``_kind`` and ``_label`` (how messages name the channel). Redirects are not
+    followed: an alert goes where it was configured to, or fails.
     """
 
     _kind: ClassVar[str]
     _label: ClassVar[str]
-    _path_shown: ClassVar[bool]
 
     def __init__(
         self, name: str, url: str, *, timeout: float, tls: ssl.SSLContext | None = None
@@ -114,7 +126,7 @@ class HttpNotifier:
         self._name = name
         self._channel = channel
         self._timeout = timeout
-        self._shown = shown_url(self._url, with_path=self._path_shown)
+        self._shown = shown_url(self._url)
         self._client = httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, verify=tls if tls is not None else True
         )

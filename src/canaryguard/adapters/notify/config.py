@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import difflib
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.headerregistry import Address
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, NoReturn, cast, get_args
@@ -43,7 +45,7 @@ from canaryguard.adapters.notify._http import parse_http_url
 from canaryguard.adapters.notify.email import EmailNotifier, SmtpSecurity
 from canaryguard.adapters.notify.slack import SlackNotifier
 from canaryguard.adapters.notify.webhook import WebhookNotifier, webhook_key
-from canaryguard.domain.alerts import ChannelRule
+from canaryguard.domain.alerts import ChannelRule, can_fire
 from canaryguard.domain.errors import InvalidInput
 from canaryguard.domain.events import Event
 from canaryguard.domain.models import AlertLevel
@@ -51,13 +53,14 @@ from canaryguard.engine.ports import Channel, Notifier
 
 __all__ = ["load_channels"]
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _MAX_TIMEOUT = 60.0
 _SECURITIES: tuple[str, ...] = get_args(SmtpSecurity)
 _DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
 _COMMON = frozenset({"name", "kind", "min_level", "deployments", "events", "timeout_seconds"})
 _KEYS: dict[str, frozenset[str]] = {
-    "webhook": _COMMON | {"url", "url_env", "secret", "secret_env"},
+    "webhook": _COMMON | {"url", "url_env", "secret", "secret_env", "ca_file"},
     "slack": _COMMON | {"url", "url_env"},
     "email": _COMMON
     | {"host", "port", "security", "username", "password", "password_env", "from", "to"},
@@ -249,6 +252,13 @@ def _rule(table: _Table) -> ChannelRule:
         # a typo here would silence the channel without a word: refuse what matches nothing
         if not any(fnmatchcase(event_type, pattern) for event_type in _EVENT_TYPES):
             table.fail("events", f"{pattern!r} matches no event type ({', '.join(_EVENT_TYPES)})")
+    if not can_fire(level, events):
+        # e.g. only policy events (which raise no alert), or canary events at "emergency"
+        table.fail(
+            "events" if events else "min_level",
+            f"no event type these patterns match raises an alert at {level.value} or above: "
+            "the channel would never fire",
+        )
     return ChannelRule(min_level=level, deployments=table.strings("deployments"), events=events)
 
 
@@ -273,7 +283,22 @@ def _web(
     except ValueError as exc:
         table.fail("secret_env" if "secret_env" in table.data else "secret", str(exc))
     webhook_timeout = timeout or webhook.DEFAULT_TIMEOUT
-    return lambda: WebhookNotifier(name, url, secret, timeout=webhook_timeout)
+    tls = _tls(table)
+    return lambda: WebhookNotifier(name, url, secret, timeout=webhook_timeout, tls=tls)
+
+
+def _tls(table: _Table) -> ssl.SSLContext | None:
+    """The context for a receiver behind a private CA (``ca_file``: PEM certificates), or None
+    for httpx's default (certifi's CA bundle)."""
+    ca_file = table.string("ca_file")
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        table.fail("ca_file", f"no such file: {ca_file}")
+    except (OSError, ssl.SSLError) as exc:
+        table.fail("ca_file", f"cannot load CA certificates from {ca_file}: {exc}")
 
 
 def _email(
@@ -292,6 +317,11 @@ def _email(
         table.fail(
             "username" if username is None else "password",
             "give username and password (or password_env) together, or neither",
+        )
+    if username is not None and security == "none" and host not in _LOOPBACK:
+        # aiosmtplib would send AUTH in clear to a server that offers it
+        table.fail(
+            "security", f"'none' with a password sends it in clear to {host}: use tls or starttls"
         )
     sender = table.required("from")
     _check_address(table, "from", sender)
@@ -317,7 +347,12 @@ def _email(
 
 
 def _check_address(table: _Table, key: str, address: str) -> None:
-    if "@" not in address:
-        table.fail(key, f"{address!r} is not an email address (no '@')")
     if any(char in address for char in "\r\n"):
         table.fail(key, f"{address!r} holds a line break")
+    if "@" not in address:
+        table.fail(key, f"{address!r} is not an email address (no '@')")
+    try:
+        # one bare address: no display name, and no second address after a comma
+        Address(addr_spec=address)
+    except (ValueError, IndexError) as exc:
+        table.fail(key, f"{address!r} is not one email address ({exc})")

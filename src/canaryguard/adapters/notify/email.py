@@ -1,6 +1,6 @@
 """Email alerts over SMTP (aiosmtplib), one message per alert.
 
-The ``Message-ID`` is made of the event's sequence number and ``X-Canaryguard-Event-Id``
+The ``Message-ID`` is made of the delivery id (``delivery_id``) and ``X-Canaryguard-Event-Id``
 repeats it, so a message sent twice (a retry after a lost answer) is recognisably the same.
 """
 
@@ -16,7 +16,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from canaryguard.adapters.notify._format import cloudevent_for, metrics_lines
+from canaryguard.adapters.notify._format import cloudevent_for, delivery_id, metrics_lines
 from canaryguard.domain.errors import DeliveryFailed, InvalidInput
 from canaryguard.domain.events import EventRecord
 from canaryguard.domain.models import RollbackAlert
@@ -41,7 +41,7 @@ def email_message(
     alert: RollbackAlert, record: EventRecord, *, sender: str, recipients: Sequence[str]
 ) -> EmailMessage:
     """The plain-text message of one alert."""
-    event_id = f"evt_{record.seq}"
+    event_id = delivery_id(record)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "canaryguard.invalid"
     message = EmailMessage()
     message["Subject"] = _subject(alert)

@@ -58,7 +58,12 @@ def slack_payload(alert: RollbackAlert, record: EventRecord) -> dict[str, object
         },
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": _cut(_escape(alert.message), _SECTION_MAX)},
+            # verbatim: Slack does not turn a bare @here or #channel in the text into a mention
+            "text": {
+                "type": "mrkdwn",
+                "text": _cut(_escape(alert.message), _SECTION_MAX),
+                "verbatim": True,
+            },
         },
     ]
     if alert.metrics is not None:
@@ -80,7 +85,6 @@ class SlackNotifier(HttpNotifier):
 
     _kind = "slack"
     _label = "Slack channel"
-    _path_shown = False  # the incoming webhook's path is its credential
 
     def __init__(self, name: str, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(name, url, timeout=timeout)

@@ -1,6 +1,6 @@
 """Webhooks: the event as a CloudEvent, signed the Standard Webhooks way.
 
-Each POST carries ``webhook-id`` (``evt_<seq>``: the same on every attempt, so receivers can
+Each POST carries ``webhook-id`` (``delivery_id``: the same on every attempt, so receivers can
 drop duplicates), ``webhook-timestamp`` (the attempt's unix time) and ``webhook-signature``
 (``v1,`` + base64 of HMAC-SHA256 over ``id.timestamp.body``), so any Standard Webhooks
 verifier checks it (https://www.standardwebhooks.com/).
@@ -16,7 +16,7 @@ import json
 import ssl
 import time
 
-from canaryguard.adapters.notify._format import cloudevent_for
+from canaryguard.adapters.notify._format import cloudevent_for, delivery_id
 from canaryguard.adapters.notify._http import HttpNotifier
 from canaryguard.domain.errors import InvalidInput
 from canaryguard.domain.events import EventRecord
@@ -70,7 +70,6 @@ class WebhookNotifier(HttpNotifier):
 
     _kind = "webhook"
     _label = "webhook channel"
-    _path_shown = True
 
     def __init__(
         self,
@@ -91,7 +90,7 @@ class WebhookNotifier(HttpNotifier):
         """Deliver once; ``DeliveryFailed`` (``permanent`` for a 3xx or 4xx other than 408,
         425 and 429) when the receiver does not take it."""
         body = json.dumps(cloudevent_for(alert, record), separators=(",", ":")).encode()
-        msg_id = f"evt_{record.seq}"
+        msg_id = delivery_id(record)
         timestamp = int(time.time())
         headers = {
             "content-type": CONTENT_TYPE,
