@@ -10,6 +10,7 @@ import pytest
 from canaryguard.domain.alerts import POSSIBLE_LEVELS, ChannelRule, alert_for, can_fire
 from canaryguard.domain.events import (
     AutoRollbackTriggered,
+    AutoRollbackVetoed,
     CanaryAborted,
     CanaryPromoted,
     CanaryStarted,
@@ -19,6 +20,7 @@ from canaryguard.domain.events import (
     EventRecord,
     ManualRollbackInitiated,
     PolicyPublished,
+    RegressionDetected,
     RollbackCancelled,
     RollbackCompleted,
     RollbackFailed,
@@ -60,6 +62,32 @@ def test_an_automatic_rollback_is_critical_and_carries_its_reason_and_metrics() 
         metrics,
     )
     assert made.message == f"checkout: canary rolled back automatically (rb1): {REASON}"
+
+
+def test_a_regression_in_its_veto_window_is_critical_with_the_deadline_and_how_to_veto() -> None:
+    metrics = MetricsSnapshot(window_seconds=300, until=AT)
+    made = alert(
+        RegressionDetected(
+            condition="errors",
+            reason=REASON,
+            action="veto_window",
+            veto_until=AT,
+            metrics=metrics,
+        )
+    )
+    assert (made.level, made.metrics) == (AlertLevel.CRITICAL, metrics)
+    assert made.message == (
+        "checkout: canary is worse than stable, automatic rollback at 12:00:00 UTC unless "
+        f"vetoed (canaryguard deploy veto): {REASON}"
+    )
+
+
+def test_a_regression_with_automatic_rollback_off_is_critical() -> None:
+    made = alert(
+        RegressionDetected(condition="errors", reason=REASON, action="auto_rollback_disabled")
+    )
+    assert made.level is AlertLevel.CRITICAL
+    assert "automatic rollback is off" in made.message
 
 
 def test_a_failed_rollback_is_an_emergency_with_how_far_it_got() -> None:
@@ -161,6 +189,9 @@ def test_a_rule_with_event_patterns_wants_only_matching_types() -> None:
 # one of every event type that concerns a deployment, each case of _describe among them
 EVERY_EVENT: list[Event] = [
     AutoRollbackTriggered(rollback_id="rb", reason="r", snapshot_id="s", metrics=None),
+    RegressionDetected(condition="errors", reason="r", action="veto_window", veto_until=AT),
+    RegressionDetected(condition="errors", reason="r", action="auto_rollback_disabled"),
+    AutoRollbackVetoed(vetoed_by="alice", condition="errors", reason="r"),
     ManualRollbackInitiated(rollback_id="rb", initiated_by="a", target_snapshot_id="s", reason="r"),
     RollbackFailed(rollback_id="rb", snapshot_id="s", error="e", partial_completion=0.5),
     RollbackCompleted(

@@ -26,7 +26,7 @@ def record(seq: int) -> EventRecord:
 
 def test_every_event_type_has_the_canaryguard_prefix() -> None:
     mapping = event_adapter.json_schema()["discriminator"]["mapping"]
-    assert len(mapping) == 14
+    assert len(mapping) == 16
     assert all(name.startswith(EVENT_TYPE_PREFIX) for name in mapping)
 
 

@@ -19,7 +19,7 @@ from canaryguard.adapters.crypto import AesGcmKeyRing
 from canaryguard.adapters.store.database import SqlStore
 from canaryguard.adapters.store.schema import detector_checkpoints
 from canaryguard.domain.errors import Conflict, NotFound
-from canaryguard.domain.events import AutoRollbackTriggered
+from canaryguard.domain.events import AutoRollbackTriggered, AutoRollbackVetoed, RegressionDetected
 from canaryguard.domain.histogram import bucket_for
 from canaryguard.domain.judge import RunCheckpoint
 from canaryguard.domain.models import DeploymentState, RollbackKind, SnapshotKind
@@ -156,6 +156,53 @@ async def test_nothing_is_rolled_back_when_auto_rollback_is_disabled(app: Canary
     revision = await start(app, auto_rollback_enabled=False)
     assert await traffic(app, 30, revision=revision, canary_errors=10) == []
     assert (await app.deployments.get(NAME)).state is DeploymentState.CANARY_ACTIVE
+
+
+async def regressions(app: CanaryGuard) -> list[RegressionDetected]:
+    events = await app.events.read(deployment=NAME)
+    return [e.event for e in events if isinstance(e.event, RegressionDetected)]
+
+
+async def test_a_regression_with_auto_rollback_off_is_announced_once(app: CanaryGuard) -> None:
+    revision = await start(app, auto_rollback_enabled=False)
+    await traffic(app, 60, revision=revision, canary_errors=10)
+    [announced] = await regressions(app)
+    assert (announced.action, announced.condition) == (
+        "auto_rollback_disabled",
+        "ErrorRateExceeded",
+    )
+    assert "canary error rate 10.00% > 5.00%" in announced.reason
+    assert announced.metrics is not None
+    audit = await app.audit.list(deployment=NAME)
+    assert any(r.action == "canary.regression_detected" for r in audit)
+
+
+async def test_a_regression_waiting_for_its_veto_window_is_announced_at_once(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app, veto_seconds=30)
+    [pending] = await traffic(app, 30, revision=revision, canary_errors=10)
+    [announced] = await regressions(app)
+    assert (announced.action, announced.veto_until) == ("veto_window", pending.veto_until)
+    assert announced.reason == pending.reason
+
+
+async def test_an_immediate_automatic_rollback_is_not_also_announced_as_a_regression(
+    app: CanaryGuard,
+) -> None:
+    revision = await start(app)
+    [decision] = await traffic(app, 30, revision=revision, canary_errors=10)
+    assert decision.rollback_id is not None
+    assert await regressions(app) == []
+
+
+async def test_a_veto_is_an_event_naming_who_vetoed(app: CanaryGuard) -> None:
+    revision = await start(app, veto_seconds=30)
+    [pending] = await traffic(app, 30, revision=revision, canary_errors=10)
+    await app.monitor.veto(NAME, actor="alice")
+    events = await app.events.read(deployment=NAME)
+    [vetoed] = [e.event for e in events if isinstance(e.event, AutoRollbackVetoed)]
+    assert (vetoed.vetoed_by, vetoed.reason) == ("alice", pending.reason)
 
 
 async def test_warm_up_seconds_are_not_judged(app: CanaryGuard) -> None:

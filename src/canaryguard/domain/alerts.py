@@ -11,6 +11,7 @@ from fnmatch import fnmatchcase
 
 from canaryguard.domain.events import (
     AutoRollbackTriggered,
+    AutoRollbackVetoed,
     CanaryAborted,
     CanaryPromoted,
     CanaryStarted,
@@ -19,6 +20,7 @@ from canaryguard.domain.events import (
     EventRecord,
     ManualRollbackInitiated,
     PolicyPublished,
+    RegressionDetected,
     RollbackCancelled,
     RollbackCompleted,
     RollbackFailed,
@@ -43,6 +45,8 @@ _I, _W, _C, _E = AlertLevel.INFO, AlertLevel.WARNING, AlertLevel.CRITICAL, Alert
 # the two agree), so a channel file can be told when a channel could never fire.
 POSSIBLE_LEVELS: dict[str, frozenset[AlertLevel]] = {
     "io.canaryguard.rollback.auto_triggered": frozenset({_C}),
+    "io.canaryguard.canary.regression_detected": frozenset({_C}),
+    "io.canaryguard.rollback.auto_vetoed": frozenset({_W}),
     "io.canaryguard.rollback.manual_initiated": frozenset({_W}),
     "io.canaryguard.rollback.failed": frozenset({_E}),
     "io.canaryguard.rollback.completed": frozenset({_I, _C}),
@@ -76,7 +80,9 @@ def alert_for(record: EventRecord) -> RollbackAlert | None:
     if name is None or isinstance(event, PolicyPublished):
         return None
     level, text = _describe(event)
-    metrics = event.metrics if isinstance(event, AutoRollbackTriggered) else None
+    metrics = (
+        event.metrics if isinstance(event, AutoRollbackTriggered | RegressionDetected) else None
+    )
     return RollbackAlert(
         level=level,
         message=f"{name}: {text}",
@@ -90,6 +96,20 @@ def _describe(event: object) -> tuple[AlertLevel, str]:  # noqa: PLR0911, PLR091
     match event:
         case AutoRollbackTriggered(rollback_id=rid, reason=reason):
             return AlertLevel.CRITICAL, f"canary rolled back automatically ({rid}): {reason}"
+        case RegressionDetected(reason=reason, action="veto_window", veto_until=until):
+            at = until.strftime("%H:%M:%S UTC") if until is not None else "the window's end"
+            return (
+                AlertLevel.CRITICAL,
+                f"canary is worse than stable, automatic rollback at {at} unless vetoed "
+                f"(canaryguard deploy veto): {reason}",
+            )
+        case RegressionDetected(reason=reason):
+            return (
+                AlertLevel.CRITICAL,
+                f"canary is worse than stable and automatic rollback is off: {reason}",
+            )
+        case AutoRollbackVetoed(vetoed_by=who, reason=reason):
+            return AlertLevel.WARNING, f"automatic rollback vetoed by {who} (it was: {reason})"
         case ManualRollbackInitiated(
             rollback_id=rid, initiated_by=who, target_snapshot_id=to, reason=reason
         ):

@@ -15,6 +15,7 @@ from canaryguard.domain.models import DeploymentState, MetricsSnapshot, Snapshot
 __all__ = [
     "EVENT_TYPE_PREFIX",
     "AutoRollbackTriggered",
+    "AutoRollbackVetoed",
     "CanaryAborted",
     "CanaryPromoted",
     "CanaryStarted",
@@ -24,6 +25,7 @@ __all__ = [
     "EventRecord",
     "ManualRollbackInitiated",
     "PolicyPublished",
+    "RegressionDetected",
     "RollbackCancelled",
     "RollbackCompleted",
     "RollbackFailed",
@@ -99,6 +101,30 @@ class AutoRollbackTriggered(_EventData):
     metrics: MetricsSnapshot | None
 
 
+class RegressionDetected(_EventData):
+    """The monitor found the canary worse than stable but does not roll it back yet: it waits
+    out the veto window (``veto_seconds``), or automatic rollback is off. Either way a person
+    should look now; an immediate automatic rollback says the same in its own event instead."""
+
+    type: Literal["io.canaryguard.canary.regression_detected"] = (
+        "io.canaryguard.canary.regression_detected"
+    )
+    condition: str
+    reason: str
+    action: Literal["veto_window", "auto_rollback_disabled"]
+    veto_until: AwareDatetime | None = None
+    metrics: MetricsSnapshot | None = None
+
+
+class AutoRollbackVetoed(_EventData):
+    """An operator cancelled a pending automatic rollback in its veto window."""
+
+    type: Literal["io.canaryguard.rollback.auto_vetoed"] = "io.canaryguard.rollback.auto_vetoed"
+    vetoed_by: str
+    condition: str
+    reason: str
+
+
 class ManualRollbackInitiated(_EventData):
     type: Literal["io.canaryguard.rollback.manual_initiated"] = (
         "io.canaryguard.rollback.manual_initiated"
@@ -156,6 +182,8 @@ Event = Annotated[
     | ConfigChanged
     | SnapshotCreated
     | AutoRollbackTriggered
+    | RegressionDetected
+    | AutoRollbackVetoed
     | ManualRollbackInitiated
     | RollbackProgress
     | RollbackCompleted

@@ -31,6 +31,7 @@ from canaryguard.domain.errors import (
     NotFound,
     NotLeader,
 )
+from canaryguard.domain.events import AutoRollbackVetoed, RegressionDetected
 from canaryguard.domain.judge import Judge, RunCheckpoint, run_start, snapshot_of
 from canaryguard.domain.models import (
     AuditRecord,
@@ -62,6 +63,7 @@ MAX_CATCH_UP = 3_600  # seconds judged in one tick after a stall; older ones are
 # (bench/checkpoints.py): every 30 s, a tenth to a fifth of the monitor's time
 CHECKPOINT_SECONDS = 30
 VETOED = "rollback.auto_vetoed"  # the audit action of a veto
+REGRESSION_DETECTED = "canary.regression_detected"  # the audit action of an announcement
 DECISIONS_KEPT = 1_000  # the latest decisions ``Monitor.decisions`` keeps
 AUDIT_PAGE = 1_000
 
@@ -97,6 +99,8 @@ class Watch:
     refill_until: int | None = None
     decision: Decision | None = None
     failures: int = 0  # automatic rollbacks of this run that failed in a row
+    # a regression found while automatic rollback is off has been announced (once per run)
+    regression_announced: bool = False
     retry_at: datetime | None = None  # when to try again after a failure (backing off)
 
 
@@ -352,9 +356,21 @@ class Monitor:
         metrics, found = watch.judge.judge(self.until(now))
         if watch.decision is not None:
             return await self._follow_up(watch, deployment, now)
-        if found is None or not deployment.config.auto_rollback_enabled:
+        if found is None:
             return None
         condition, reason = found
+        if not deployment.config.auto_rollback_enabled:
+            if not watch.regression_announced:
+                watch.regression_announced = await self._announce(
+                    deployment,
+                    RegressionDetected(
+                        condition=condition,
+                        reason=reason,
+                        action="auto_rollback_disabled",
+                        metrics=metrics,
+                    ),
+                )
+            return None
         veto = deployment.config.veto_seconds
         watch.decision = Decision(
             deployment=deployment.name,
@@ -368,6 +384,17 @@ class Monitor:
         if veto:
             log.warning(
                 "%s: automatic rollback in %g s unless vetoed: %s", deployment.name, veto, reason
+            )
+            # the people who may veto have to hear of it now, not when the window has ended
+            await self._announce(
+                deployment,
+                RegressionDetected(
+                    condition=condition,
+                    reason=reason,
+                    action="veto_window",
+                    veto_until=watch.decision.veto_until,
+                    metrics=metrics,
+                ),
             )
             return watch.decision
         return await self._roll_back(watch, deployment)
@@ -451,6 +478,28 @@ class Monitor:
         self._replace(decision, done)
         return done
 
+    async def _announce(self, deployment: Deployment, event: RegressionDetected) -> bool:
+        """Put a regression the monitor does not roll back at once on record (event and audit),
+        for alerts and the event stream; whether it was written. A failure is logged and does
+        not stop the tick: the decision stands either way."""
+        try:
+            async with unit_of_work(self._ports, MONITOR_ACTOR) as unit:
+                await unit.emit(event, deployment=deployment.name, revision=deployment.revision)
+                await unit.audit(
+                    REGRESSION_DETECTED,
+                    deployment=deployment.name,
+                    reason=event.reason,
+                    details={
+                        "condition": event.condition,
+                        "action": event.action,
+                        "veto_until": event.veto_until.isoformat() if event.veto_until else None,
+                    },
+                )
+        except CanaryGuardError as exc:
+            log.warning("%s: regression not put on record: %s", deployment.name, exc)
+            return False
+        return True
+
     def _replace(self, old: Decision, new: Decision) -> None:
         for index, kept in enumerate(self.decisions):
             if kept is old:
@@ -496,6 +545,13 @@ class Monitor:
         self._replace(decision, vetoed)
         try:
             async with unit_of_work(self._ports, actor) as unit:
+                await unit.emit(
+                    AutoRollbackVetoed(
+                        vetoed_by=unit.actor, condition=decision.condition, reason=decision.reason
+                    ),
+                    deployment=deployment,
+                    revision=None,
+                )
                 await unit.audit(
                     VETOED,
                     deployment=deployment,
