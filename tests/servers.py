@@ -38,6 +38,8 @@ class RunningServer:
     settings: Settings
     messages: list[str]
     process: subprocess.Popen[bytes] | None = None  # with server_process: to kill it
+    app: FastAPI | None = None  # with running_server: the app and the loop it runs on
+    loop: asyncio.AbstractEventLoop | None = None
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.admin_token}"}
@@ -106,15 +108,16 @@ def running_server(
     if isinstance(failure, BaseException):
         raise RuntimeError("the server failed to start") from failure  # noqa: TRY004 - not a type check
     token = (data_dir / "admin-token").read_text().strip()
+    app, loop = holder["app"], holder["loop"]
+    assert isinstance(app, FastAPI)
+    assert isinstance(loop, asyncio.AbstractEventLoop)
     try:
-        yield RunningServer(url=url, admin_token=token, settings=settings, messages=messages)
+        yield RunningServer(
+            url=url, admin_token=token, settings=settings, messages=messages, app=app, loop=loop
+        )
     finally:
         server = holder["server"]
         assert isinstance(server, uvicorn.Server)
-        loop = holder["loop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop)
-        app = holder["app"]
-        assert isinstance(app, FastAPI)
         loop.call_soon_threadsafe(app.state.shutdown.set)  # end open event streams, as serve does
         server.should_exit = True
         thread.join(30)

@@ -1,4 +1,5 @@
-"""The FastAPI application: REST API under /api/v1, SSE events, /metrics, health."""
+"""The FastAPI application: REST API under /api/v1, SSE events, /metrics, health, and the
+dashboard's pages at /."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from canaryguard.api.auth import check_every_route_is_guarded
 from canaryguard.api.limits import MAX_BODY_BYTES, BodySizeLimit, GzipRequest, RejectNul
 from canaryguard.api.metrics import MetricsExporter
 from canaryguard.api.problems import install_problem_handlers, problem
+from canaryguard.dashboard import mount_dashboard
 from canaryguard.engine.app import CanaryGuard
 
 __all__ = ["ROUTERS", "api_routes", "create_app"]
@@ -144,6 +146,7 @@ def create_app(
         await exporter.refresh()
         return Response(generate_latest(exporter.registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_dashboard(app)
     return app
 
 

@@ -80,6 +80,7 @@ async def serve(
             app, host=host, port=port, log_level="info", lifespan="on", timeout_graceful_shutdown=10
         )
         announce(f"canaryguard serving on http://{host}:{port} (database: {_describe(settings)})")
+        announce(f"dashboard: http://{host}:{port}/ (sign in with an API token)")
         await _Server(config, app, asyncio.get_running_loop()).serve()
     finally:
         await guard.close()

@@ -119,7 +119,7 @@ def serve(  # noqa: PLR0917 - Typer passes the options by name
         ),
     ] = None,
 ) -> None:
-    """Run the controller, the REST API and the event stream."""
+    """Run the controller, the REST API, the event stream and the dashboard (at /)."""
     # imported here: the server stack is only needed by `serve`, and the other commands start fast
     from canaryguard.api.server import serve as run_server  # noqa: PLC0415
     from canaryguard.wiring import Settings  # noqa: PLC0415
