@@ -702,3 +702,10 @@ def test_a_token_lifetime_that_is_not_a_number_is_refused(server: RunningServer)
             "/api/v1/tokens", json={"name": "ci", "role": "viewer", "expires_in_days": True}
         )
     assert response.status_code == 422
+
+
+def test_no_third_party_api_pages_share_the_dashboards_origin(server: RunningServer) -> None:
+    # Swagger UI and ReDoc load scripts from a CDN; on this origin they could read the token
+    with server.client() as client:
+        assert [client.get(path).status_code for path in ("/docs", "/redoc")] == [404, 404]
+        assert client.get("/openapi.json").status_code == 200

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
 
+from canaryguard.api.app import api_routes
 from canaryguard.domain import rollout
 from canaryguard.domain.errors import (
     AlreadyExists,
@@ -16,6 +18,7 @@ from canaryguard.domain.errors import (
     SchemaViolation,
 )
 from canaryguard.domain.models import DeploymentState, PolicyRef, SnapshotKind
+from canaryguard.domain.rollout import RESERVED_LAST_PARTS, check_deployment_name
 from canaryguard.domain.states import CANARY_STATES
 from canaryguard.engine.app import CanaryGuard
 from tests.helpers import ACTOR, seed
@@ -269,3 +272,17 @@ async def test_many_deployments_are_read_past_the_bind_parameter_chunk(app: Cana
     async with app.ports.store.read() as tx:
         found = await tx.deployments.many(names)
     assert [d.name for d in found] == names
+
+
+def test_no_deployment_name_can_end_in_the_last_part_of_a_deployment_route() -> None:
+    # "x/verdict" as a name would make GET /deployments/x/verdict ambiguous with x's verdict
+    suffix = re.compile(r"/\{name:path\}/([a-z_-]+)$")
+    parts = {m.group(1) for route in api_routes() if (m := suffix.search(route.path))}
+    assert parts
+    assert parts <= RESERVED_LAST_PARTS
+
+
+@pytest.mark.parametrize("last", ["verdict", "veto", "observations"])
+def test_a_name_ending_in_a_route_word_is_refused(last: str) -> None:
+    with pytest.raises(InvalidInput, match="may not end in one of"):
+        check_deployment_name(f"shop/{last}")

@@ -99,6 +99,11 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # no Swagger UI or ReDoc: FastAPI's pages load their scripts from a CDN, without a
+        # pinned version or a CSP, on the dashboard's origin, where they could read the token
+        # a user signed in with; /openapi.json stays for any viewer or generator
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "policies", "description": "Versioned policy documents and their schemas"},
             {"name": "deployments", "description": "Who gets which version; canaries and splits"},

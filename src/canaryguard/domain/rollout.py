@@ -43,11 +43,14 @@ RESERVED_LAST_PARTS = frozenset(
         "canary",
         "config",
         "metrics",
+        "observations",
         "promote",
         "rollbacks",
         "snapshots",
         "split",
         "status",
+        "verdict",
+        "veto",
     }
 )
 
