@@ -203,6 +203,18 @@ class _Table:
         return value.strip()  # a trailing newline from a secrets file is not part of it
 
 
+    def required_secret(self, key: str, env: Mapping[str, str]) -> str:
+        """``secret(key)``, which must be given one way or the other."""
+        value = self.secret(key, env)
+        if value is None:
+            self.fail(key, f"missing (give {key!r} or '{key}_env')")
+        return value
+
+    def given_as(self, key: str) -> str:
+        """The key a secret was given under: ``<key>_env`` or ``key``, for messages."""
+        return f"{key}_env" if f"{key}_env" in self.data else key
+
+
 def _toml_type(value: object) -> str:
     match value:
         case bool():
@@ -265,23 +277,19 @@ def _rule(table: _Table) -> ChannelRule:
 def _web(
     table: _Table, name: str, kind: str, timeout: float | None, env: Mapping[str, str]
 ) -> Callable[[], Notifier]:
-    url = table.secret("url", env)
-    if url is None:
-        table.fail("url", "missing (give 'url' or 'url_env')")
+    url = table.required_secret("url", env)
     try:
         parse_http_url(url)
     except ValueError as exc:
-        table.fail("url_env" if "url_env" in table.data else "url", str(exc))
+        table.fail(table.given_as("url"), str(exc))
     if kind == "slack":
         slack_timeout = timeout or slack.DEFAULT_TIMEOUT
         return lambda: SlackNotifier(name, url, timeout=slack_timeout)
-    secret = table.secret("secret", env)
-    if secret is None:
-        table.fail("secret", "missing (give 'secret' or 'secret_env')")
+    secret = table.required_secret("secret", env)
     try:
         webhook_key(secret)
     except ValueError as exc:
-        table.fail("secret_env" if "secret_env" in table.data else "secret", str(exc))
+        table.fail(table.given_as("secret"), str(exc))
     webhook_timeout = timeout or webhook.DEFAULT_TIMEOUT
     tls = _tls(table)
     return lambda: WebhookNotifier(name, url, secret, timeout=webhook_timeout, tls=tls)
