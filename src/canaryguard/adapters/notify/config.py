@@ -202,7 +202,6 @@ class _Table:
             self.fail(env_key, f"the environment variable {variable} is empty")
         return value.strip()  # a trailing newline from a secrets file is not part of it
 
-
     def required_secret(self, key: str, env: Mapping[str, str]) -> str:
         """``secret(key)``, which must be given one way or the other."""
         value = self.secret(key, env)

@@ -5,12 +5,17 @@
 // deployment names, reasons and notes are typed by people (the page's Content-Security-Policy
 // also makes any HTML sink throw). Live updates come from the event stream (SSE), read with
 // fetch() because EventSource cannot send an Authorization header; figures that move without
-// events (the canary's metrics) are read again every few seconds.
+// events (the canary's metrics) are read again a few seconds after each read ends.
+//
+// A hidden tab holds no connection and reads nothing: browsers allow six HTTP/1.1 connections
+// per host, and six tabs each holding a stream would leave none for the seventh (nor for the
+// six themselves). It resumes from the last event it saw when it is shown again.
 
 const API = "/api/v1";
 const TOKEN_KEY = "canaryguard.token";
-const REFRESH_MS = 3000; // metrics move every second without an event
+const REFRESH_MS = 3000; // after a read ends, the next; metrics move without an event
 const DEBOUNCE_MS = 100; // a rollback commits several events at once: one refresh for them all
+const EVENT_GAP_MS = 1000; // events refresh a view at most once a second, however many come
 const EVENTS_SHOWN = 50;
 const ROLLBACKS_SHOWN = 20;
 const SNAPSHOTS_SHOWN = 25;
@@ -18,6 +23,34 @@ const LOG_PAGE = 1000;
 const RETRY_MAX_MS = 15000;
 const EVENT_PREFIX = "io.canaryguard.";
 const ROLE_RANK = ["reporter", "viewer", "operator", "admin"];
+const FLEET_ROLLBACKS = 100; // the overview looks for open rollbacks among this many newest
+
+// The server's rule for deployment names (canaryguard.domain.rollout: _NAME and
+// RESERVED_LAST_PARTS). Every part starts with a letter or digit, so "." and ".." never pass:
+// a browser would collapse them in the request's URL, and the page would act on another name.
+const NAME_RULE = /^[a-z0-9][a-z0-9._-]{0,62}(\/[a-z0-9][a-z0-9._-]{0,62}){0,3}$/;
+const RESERVED_LAST_PARTS = new Set([
+  "abort",
+  "assignment",
+  "canary",
+  "config",
+  "metrics",
+  "observations",
+  "promote",
+  "rollbacks",
+  "snapshots",
+  "split",
+  "status",
+  "verdict",
+  "veto",
+]);
+
+function isDeploymentName(name) {
+  if (!NAME_RULE.test(name)) return false;
+  const parts = name.split("/");
+  if (parts.some((part) => part === "." || part === "..")) return false; // the rule says so too
+  return parts.length === 1 || !RESERVED_LAST_PARTS.has(parts[parts.length - 1]);
+}
 
 // ---------------------------------------------------------------- DOM, as text only
 
@@ -149,6 +182,7 @@ async function api(method, path, body) {
 }
 
 const query = (params) => `?${new URLSearchParams(params)}`;
+const capital = (text) => `${text[0].toUpperCase()}${text.slice(1)}`;
 
 // What a refusal means for the person, in one sentence; the server's detail is shown after it.
 function explain(error, doing) {
@@ -167,7 +201,7 @@ function explain(error, doing) {
   }
   if (error.status === 404) return `Not found (${doing}).`;
   if (error.status === 409 || error.status === 412) return `Refused (${doing}): a conflict.`;
-  return `${doing[0].toUpperCase()}${doing.slice(1)} failed (HTTP ${error.status}).`;
+  return `${capital(doing)} failed (HTTP ${error.status}).`;
 }
 
 function notice(kind, text, detail) {
@@ -232,12 +266,17 @@ class SseParser {
   }
 }
 
+// The event stream of one view: every event (the overview) or one deployment's. It starts from
+// the position the view gives (the newest event it has read), so nothing committed between
+// that read and the connection is missed, and resumes from the last event seen after a drop.
 class LiveStream {
-  constructor({ onEvent, onOpen, onState }) {
+  constructor({ deployment, after, onEvent, onOpen, onState, onReset }) {
+    this.path = `${API}/events${deployment ? query({ deployment }) : ""}`;
     this.onEvent = onEvent;
     this.onOpen = onOpen;
     this.onState = onState;
-    this.lastEventId = null;
+    this.onReset = onReset;
+    this.lastEventId = after ?? null;
     this.retryMs = 1000;
     this.stopped = false;
     this.controller = null;
@@ -254,19 +293,25 @@ class LiveStream {
 
   async run() {
     let failures = 0;
+    let resets = 0;
     while (!this.stopped) {
       this.controller = new AbortController();
       const headers = { Accept: "text/event-stream", Authorization: `Bearer ${session.token}` };
       // the server replays exactly the events after this one: nothing is missed across a drop
-      if (this.lastEventId !== null) headers["Last-Event-ID"] = this.lastEventId;
+      const fromPosition = this.lastEventId !== null;
+      if (fromPosition) headers["Last-Event-ID"] = this.lastEventId;
       this.onState(failures ? "reconnecting" : "connecting");
       try {
-        const response = await fetch(`${API}/events`, {
+        const response = await fetch(this.path, {
           headers,
           cache: "no-store",
           credentials: "omit",
           signal: this.controller.signal,
         });
+        if (this.stopped) {
+          await response.body?.cancel();
+          return;
+        }
         if (response.status === 401) {
           const detail = await response.text().catch(() => "");
           let problem = null;
@@ -281,17 +326,20 @@ class LiveStream {
           );
           return;
         }
-        if (response.status === 400 && this.lastEventId !== null) {
-          // an id beyond the newest event (a database restored or replaced): start afresh and
-          // read everything again
+        if (response.status === 400 && fromPosition) {
+          // an id beyond the newest event: from another database (one restored or replaced).
+          // The view reads its events afresh and says where to start; a second refusal in a
+          // row starts at the newest event.
           await response.body?.cancel();
-          this.lastEventId = null;
+          resets += 1;
+          this.lastEventId = resets > 1 ? null : ((await this.onReset()) ?? null);
           continue;
         }
         if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
         failures = 0;
+        resets = 0;
         this.onState("live");
-        this.onOpen(); // whatever changed before the stream started is read now
+        this.onOpen(fromPosition);
         await this.read(response.body);
       } catch {
         if (this.stopped) return;
@@ -307,7 +355,8 @@ class LiveStream {
   async read(body) {
     const parser = new SseParser(
       (message) => {
-        this.lastEventId = message.id;
+        if (this.stopped) return;
+        if (message.id !== null) this.lastEventId = message.id;
         let cloudEvent;
         try {
           cloudEvent = JSON.parse(message.data);
@@ -323,7 +372,7 @@ class LiveStream {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) return;
+      if (done || this.stopped) return;
       parser.feed(value);
     }
   }
@@ -331,46 +380,128 @@ class LiveStream {
 
 // ---------------------------------------------------------------- views
 
-// A view reloads what it shows on refresh(); overlapping calls collapse into one more load.
+// A view reloads what it shows. One load at a time: the next poll starts REFRESH_MS after the
+// last load ended (a slow server is polled less, never continuously); refreshes asked for by
+// events wait until EVENT_GAP_MS after the last load started, so a burst of events costs one
+// load; a hidden view loads nothing and keeps no timer.
 class View {
   constructor() {
     this.closed = false;
+    this.paused = document.hidden;
     this.loading = false;
-    this.again = false;
+    this.dirty = false; // asked for while loading: once more when the load ends
     this.timer = null;
+    this.due = Infinity; // when the timer fires
+    this.lastStart = -Infinity;
+    this.position = null; // where this view's event stream starts: the newest event it read
+    this.streamReady = false;
+  }
+
+  // The position to start the event stream from, once what the view shows from the event log
+  // has been read (null: the newest event, with a refresh when the stream opens).
+  async startPosition() {
+    return null;
+  }
+
+  // The stream's position was refused (another database): start again from what this returns.
+  async restart() {
+    return null;
   }
 
   close() {
     this.closed = true;
+    this.cancelTimer();
+  }
+
+  pause() {
+    this.paused = true;
+    this.cancelTimer();
+  }
+
+  resume() {
+    this.paused = false;
+    this.refresh();
+  }
+
+  cancelTimer() {
     clearTimeout(this.timer);
+    this.timer = null;
+    this.due = Infinity;
   }
 
-  schedule() {
-    if (this.timer === null) {
-      this.timer = setTimeout(() => {
-        this.timer = null;
-        this.refresh();
-      }, DEBOUNCE_MS);
-    }
-  }
-
-  async refresh() {
-    if (this.closed) return;
+  // Load in `delay` ms, unless a load is already due sooner.
+  plan(delay) {
+    if (this.closed || this.paused) return;
     if (this.loading) {
-      this.again = true;
+      this.dirty = true;
       return;
     }
+    if (delay <= 0) {
+      this.cancelTimer();
+      this.run();
+      return;
+    }
+    const at = Date.now() + delay;
+    if (at >= this.due) return;
+    clearTimeout(this.timer);
+    this.due = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.due = Infinity;
+      this.run();
+    }, delay);
+  }
+
+  // Now: a person's action, the view opened or shown again.
+  refresh() {
+    this.plan(0);
+  }
+
+  // An event: soon, and at most once per EVENT_GAP_MS however many come.
+  schedule() {
+    this.plan(Math.max(DEBOUNCE_MS, this.lastStart + EVENT_GAP_MS - Date.now()));
+  }
+
+  async run() {
+    if (this.closed || this.paused) return;
     this.loading = true;
+    this.dirty = false;
+    this.lastStart = Date.now();
     try {
       await this.load();
     } finally {
       this.loading = false;
-      if (this.again && !this.closed) {
-        this.again = false;
-        this.refresh();
+      if (this.dirty) {
+        this.dirty = false;
+        this.schedule();
+      } else {
+        this.plan(REFRESH_MS);
       }
     }
   }
+}
+
+// Redraw `container` with `render()` without losing the focused control: a control redrawn
+// while it has focus gets it back (the same `data-focus` key).
+function keepingFocus(container, render) {
+  const active = document.activeElement;
+  const key = active && container.contains(active) ? active.dataset.focus : undefined;
+  render();
+  if (key === undefined || container.contains(active)) return;
+  const again = [...container.querySelectorAll("[data-focus]")].find(
+    (node) => node.dataset.focus === key,
+  );
+  if (again && !again.disabled) again.focus();
+}
+
+// Put `nodes` in `container` in that order, moving only what must move: a node that stays
+// where it is keeps its focus, and a click in progress on it is not lost.
+function reconcile(container, nodes) {
+  nodes.forEach((node, i) => {
+    const current = container.children[i];
+    if (current !== node) container.insertBefore(node, current ?? null);
+  });
+  while (container.children.length > nodes.length) container.lastElementChild.remove();
 }
 
 function metricPair(canary, stable, format, worse) {
@@ -421,6 +552,9 @@ class Overview extends View {
     this.notice = el("div", { class: "notices" });
     this.body = el("tbody");
     this.updated = el("p", { class: "updated" });
+    this.rollbacksChanged = 0;
+    this.rollbacksRead = -1;
+    this.openRollbacks = null;
     this.root = el(
       "section",
       { class: "overview" },
@@ -455,14 +589,43 @@ class Overview extends View {
     );
   }
 
-  onEvent() {
+  onEvent(cloudEvent) {
+    if (shortType(cloudEvent.type).startsWith("rollback.")) this.rollbacksChanged += 1;
     this.schedule(); // any deployment's change, or a new deployment
   }
 
-  async load() {
-    let deployments;
+  reopened() {
+    this.rollbacksChanged += 1; // events may have been missed: read everything again
+    this.schedule();
+  }
+
+  // Open rollbacks by deployment, among the newest of the fleet (the API lists rollbacks newest
+  // first, without a status filter). Read again only after a rollback event: every change of a
+  // rollback's status is one.
+  async fleetRollbacks() {
+    const changes = this.rollbacksChanged;
+    if (this.openRollbacks && this.rollbacksRead === changes) return this.openRollbacks;
+    let records;
     try {
-      deployments = await api("GET", "/deployments");
+      records = await api("GET", `/rollbacks${query({ limit: FLEET_ROLLBACKS })}`);
+    } catch {
+      return this.openRollbacks ?? new Map(); // shown without them until the next read
+    }
+    const open = new Map();
+    for (const r of records) {
+      if (r.status !== "pending" && r.status !== "running") continue;
+      if (!open.has(r.deployment)) open.set(r.deployment, []);
+      open.get(r.deployment).push(r);
+    }
+    this.openRollbacks = open;
+    this.rollbacksRead = changes;
+    return open;
+  }
+
+  async load() {
+    let deployments, fleet;
+    try {
+      [deployments, fleet] = await Promise.all([api("GET", "/deployments"), this.fleetRollbacks()]);
     } catch (error) {
       if (!this.closed) fill(this.notice, errorNotice(error, "reading the deployments"));
       return;
@@ -495,16 +658,20 @@ class Overview extends View {
         ),
       );
     } else {
-      fill(
-        this.body,
-        deployments.map((d, i) => this.row(d, ...figures[i])),
+      keepingFocus(this.body, () =>
+        fill(
+          this.body,
+          deployments.map((d, i) => this.row(d, fleet.get(d.name) ?? [], ...figures[i])),
+        ),
       );
     }
     fill(this.updated, "Updated ", time(new Date().toISOString()));
   }
 
-  row(d, status, verdict) {
+  row(d, fleetOpen, status, verdict) {
     const m = status ? status.metrics : null;
+    const open = new Map(fleetOpen.map((r) => [r.id, r]));
+    for (const r of status ? status.open_rollbacks : []) open.set(r.id, r); // fresher
     const cells = m
       ? [
           metricPair(m.canary.requests, m.stable.requests, count, false),
@@ -521,12 +688,16 @@ class Overview extends View {
     return el(
       "tr",
       { "data-deployment": d.name },
-      el("th", { scope: "row" }, el("a", { href: deploymentHash(d.name), text: d.name })),
+      el(
+        "th",
+        { scope: "row" },
+        el("a", { href: deploymentHash(d.name), text: d.name, "data-focus": `open:${d.name}` }),
+      ),
       el(
         "td",
         {},
         stateBadge(d.state),
-        (status ? status.open_rollbacks : []).map((r) =>
+        [...open.values()].map((r) =>
           el("div", { class: "evidence", text: `rollback ${r.id} ${r.status}` }),
         ),
       ),
@@ -608,11 +779,16 @@ class DeploymentPage extends View {
     this.deployment = null;
     this.snapshots = [];
     this.events = new Map(); // CloudEvents by sequence number (the log and the stream overlap)
+    this.busy = new Set(); // actions sent and not yet answered: their buttons stay disabled
+    this.rollbackRows = new Map(); // rollback id -> { key, node }: unchanged rows are kept
+    this.decisionKey = null; // the decision drawn, to redraw it only when it changes
+    this.formAction = undefined; // the action of the open form
     this.loadNotice = el("div", { class: "notices" });
     this.actionNotice = el("div", { class: "notices", id: "action-result" });
     this.summary = el("dl", { class: "summary" });
     this.figures = el("div", { class: "figures" });
     this.verdict = el("div", { class: "verdict-detail" });
+    this.decision = el("div", { class: "decision-slot" });
     this.rollbacks = el("tbody");
     this.snapshotRows = el("tbody");
     this.eventList = el("ul", { class: "events" });
@@ -653,7 +829,7 @@ class DeploymentPage extends View {
         this.form,
       ),
       el("section", {}, el("h2", { text: "Canary vs stable" }), this.figures),
-      el("section", {}, el("h2", { text: "Detector" }), this.verdict),
+      el("section", {}, el("h2", { text: "Detector" }), this.verdict, this.decision),
       el(
         "section",
         {},
@@ -708,13 +884,28 @@ class DeploymentPage extends View {
       el("section", {}, el("h2", { text: "Recent events" }), this.eventList),
       this.updated,
     );
-    this.loadEvents();
   }
 
   onEvent(cloudEvent) {
     if (cloudEvent.subject !== this.name) return;
     this.remember([cloudEvent]);
     this.schedule();
+  }
+
+  reopened() {
+    this.schedule();
+  }
+
+  // The stream starts from the newest event of the log read: none is missed in between.
+  async startPosition() {
+    return this.loadEvents();
+  }
+
+  // The server does not know the stream's position (another database): read the list afresh.
+  async restart() {
+    this.events.clear();
+    fill(this.eventList);
+    return this.loadEvents();
   }
 
   remember(events) {
@@ -738,7 +929,9 @@ class DeploymentPage extends View {
     );
   }
 
-  // The newest events of the deployment: the log reads oldest first, so page to its end.
+  // The newest events of the deployment: the log reads oldest first, so page to its end. The
+  // newest sequence number read (as the stream's ids are written), or null when the log could
+  // not be read.
   async loadEvents() {
     const kept = [];
     let after = 0;
@@ -755,9 +948,11 @@ class DeploymentPage extends View {
       }
     } catch (error) {
       if (!this.closed) put(this.loadNotice, errorNotice(error, "reading the events"));
-      return;
+      return null;
     }
-    if (!this.closed) this.remember(kept);
+    if (this.closed) return null;
+    this.remember(kept);
+    return kept.length ? String(kept[kept.length - 1].id) : String(after);
   }
 
   async load() {
@@ -782,11 +977,17 @@ class DeploymentPage extends View {
     this.renderVerdict(verdict);
     this.renderRollbacks(rollbacks);
     this.renderSnapshots(snapshots);
-    const hasCanary = Boolean(status.deployment.canary);
-    this.buttons.rollback.disabled = false;
-    this.buttons.promote.disabled = !hasCanary;
-    this.buttons.abort.disabled = !hasCanary;
+    this.syncButtons();
     fill(this.updated, "Updated ", time(new Date().toISOString()));
+  }
+
+  // Enabled when the deployment is read and no such action waits for its answer.
+  syncButtons() {
+    const d = this.deployment;
+    const hasCanary = Boolean(d && d.canary);
+    this.buttons.rollback.disabled = !d || this.busy.has("rollback");
+    this.buttons.promote.disabled = !hasCanary || this.busy.has("promote");
+    this.buttons.abort.disabled = !hasCanary || this.busy.has("abort");
   }
 
   renderSummary(status) {
@@ -882,6 +1083,7 @@ class DeploymentPage extends View {
         this.verdict,
         el("p", {}, badge("verdict not_judged", "not judged"), " no canary under judgement"),
       );
+      this.renderDecision(null);
       return;
     }
     const parts = [el("p", {}, verdictCell(v))];
@@ -949,10 +1151,23 @@ class DeploymentPage extends View {
         ),
       );
     }
-    const decision = v.decision;
-    if (decision) {
-      const waiting = decision.veto_until && !decision.rollback_id && !decision.vetoed_by;
-      parts.push(
+    fill(this.verdict, parts);
+    this.renderDecision(v.decision ?? null);
+  }
+
+  // The monitor's decision, with Veto… while it waits: redrawn only when it changes.
+  renderDecision(decision) {
+    const key = JSON.stringify(decision);
+    if (key === this.decisionKey) return;
+    this.decisionKey = key;
+    if (!decision) {
+      fill(this.decision);
+      return;
+    }
+    const waiting = decision.veto_until && !decision.rollback_id && !decision.vetoed_by;
+    keepingFocus(this.decision, () =>
+      fill(
+        this.decision,
         el(
           "div",
           { class: "decision" },
@@ -973,82 +1188,95 @@ class DeploymentPage extends View {
                 " unless vetoed. ",
                 el(
                   "button",
-                  { type: "button", onclick: (event) => this.veto(event.currentTarget) },
-                  "Veto",
+                  {
+                    type: "button",
+                    "data-focus": "veto",
+                    "data-action": "veto",
+                    disabled: this.busy.has("veto"),
+                    onclick: () => this.vetoForm(decision),
+                  },
+                  "Veto…",
                 ),
               )
             : null,
         ),
-      );
-    }
-    fill(this.verdict, parts);
+      ),
+    );
   }
 
+  // A row is built again only when its rollback changed: its buttons keep their focus, and a
+  // click is never lost to a redraw. Whether an action on it waits is syncBusy's.
   renderRollbacks(records) {
-    if (!records.length) {
-      fill(
-        this.rollbacks,
-        el("tr", {}, el("td", { colspan: 10, class: "empty", text: "No rollbacks." })),
-      );
-      return;
+    const rows = new Map();
+    const nodes = records.map((r) => {
+      const key = JSON.stringify(r);
+      const kept = this.rollbackRows.get(r.id);
+      const node = kept && kept.key === key ? kept.node : this.rollbackRow(r);
+      rows.set(r.id, { key, node });
+      return node;
+    });
+    this.rollbackRows = rows;
+    if (!nodes.length) {
+      nodes.push(el("tr", {}, el("td", { colspan: 10, class: "empty", text: "No rollbacks." })));
     }
-    fill(
-      this.rollbacks,
-      records.map((r) => {
-        const actions = [];
-        if (r.status === "pending") {
-          actions.push(
-            el(
-              "button",
-              { type: "button", onclick: (event) => this.confirmPending(r, event.currentTarget) },
-              "Confirm",
-            ),
-            el(
-              "button",
-              { type: "button", onclick: (event) => this.cancelPending(r, event.currentTarget) },
-              "Cancel",
-            ),
-          );
-        }
-        if (r.status === "running" && r.mode === "staged") {
-          actions.push(
-            el("button", { type: "button", onclick: () => this.escalateForm(r) }, "Finish now…"),
-          );
-        }
-        const by = [
-          r.actor,
-          r.confirmed_by ? `confirmed by ${r.confirmed_by}` : "",
-          r.cancelled_by ? `cancelled by ${r.cancelled_by}` : "",
-        ]
-          .filter(Boolean)
-          .join(", ");
-        return el(
-          "tr",
-          { "data-rollback": r.id, "data-status": r.status },
-          el("td", { class: "id", text: r.id }),
-          el("td", { text: r.kind }),
-          el("td", { text: r.mode }),
-          el(
-            "td",
-            {},
-            badge(`status status-${r.status}`, r.status),
-            r.status === "pending" && r.expires_at
-              ? el("div", { class: "evidence" }, "expires ", time(r.expires_at))
-              : null,
-            r.error ? el("div", { class: "evidence", text: r.error }) : null,
-          ),
-          el("td", {}, rollbackProgress(r)),
-          el("td", { class: "reason", text: r.reason }),
-          el("td", { text: by }),
-          el("td", {}, time(r.started_at || r.created_at)),
-          el("td", {
-            class: "num",
-            text:
-              r.duration_ms === null || r.duration_ms === undefined ? "" : millis(r.duration_ms),
-          }),
-          el("td", {}, actions),
-        );
+    keepingFocus(this.rollbacks, () => reconcile(this.rollbacks, nodes));
+  }
+
+  rollbackRow(r) {
+    const action = `rollback:${r.id}`;
+    const button = (label, verb, onclick) =>
+      el(
+        "button",
+        {
+          type: "button",
+          "data-focus": `${verb}:${r.id}`,
+          "data-action": action,
+          disabled: this.busy.has(action),
+          onclick,
+        },
+        label,
+      );
+    const actions = [];
+    if (r.status === "pending") {
+      actions.push(
+        button("Confirm…", "confirm", () => this.confirmForm(r)),
+        button("Cancel…", "cancel", () => this.cancelForm(r)),
+      );
+    }
+    if (r.status === "running" && r.mode === "staged") {
+      actions.push(button("Finish now…", "escalate", () => this.escalateForm(r)));
+    }
+    const by = [
+      r.actor,
+      r.confirmed_by ? `confirmed by ${r.confirmed_by}` : "",
+      r.cancelled_by ? `cancelled by ${r.cancelled_by}` : "",
+    ]
+      .filter(Boolean)
+      .join(", ");
+    return el(
+      "tr",
+      { "data-rollback": r.id, "data-status": r.status },
+      el("td", { class: "id", text: r.id }),
+      el("td", { text: r.kind }),
+      el("td", { text: r.mode }),
+      el(
+        "td",
+        {},
+        badge(`status status-${r.status}`, r.status),
+        r.status === "pending" && r.expires_at
+          ? el("div", { class: "evidence" }, "expires ", time(r.expires_at))
+          : null,
+        r.error ? el("div", { class: "evidence", text: r.error }) : null,
+      ),
+      el("td", {}, rollbackProgress(r)),
+      el("td", { class: "reason", text: r.reason }),
+      el("td", { text: by }),
+      el("td", {}, time(r.started_at || r.created_at)),
+      el("td", {
+        class: "num",
+        text: r.duration_ms === null || r.duration_ms === undefined ? "" : millis(r.duration_ms),
       }),
+      el("td", {}, actions),
     );
   }
 
@@ -1093,29 +1321,62 @@ class DeploymentPage extends View {
     fill(this.actionNotice, node);
   }
 
-  closeForm() {
+  // Close the form; with `action`, only if the form open is still that action's (the person
+  // may have opened another while it waited for its answer).
+  closeForm(action) {
+    if (action !== undefined && this.formAction !== action) return;
+    this.formAction = undefined;
     fill(this.form);
   }
 
-  async act(doing, button, call, done) {
-    if (button) button.disabled = true;
-    this.say(notice("info", `${doing[0].toUpperCase()}${doing.slice(1)}…`));
-    try {
-      const result = await call();
-      if (this.closed) return;
-      this.closeForm();
-      this.say(done(result));
-    } catch (error) {
-      if (this.closed) return;
-      this.say(errorNotice(error, doing));
-    } finally {
-      if (button) button.disabled = false;
-      this.refresh();
+  // Buttons that send an action carry its key (data-action): disabled while it waits.
+  syncBusy() {
+    this.syncButtons();
+    for (const node of this.root.querySelectorAll("button[data-action]")) {
+      node.disabled = this.busy.has(node.dataset.action);
     }
   }
 
-  openForm(title, fields, submitLabel, onSubmit, { danger = false } = {}) {
-    const submit = el("button", { type: "submit", class: danger ? "danger" : "" }, submitLabel);
+  // Send an action once. `key` names what it acts on ("promote", "rollback:ID"): until the
+  // answer comes, every button for it stays disabled, however often the page is redrawn. A
+  // conflict closes the form: what it showed is out of date, and the next try starts from the
+  // deployment as it is now.
+  async act(key, doing, call, done) {
+    if (this.busy.has(key)) return;
+    this.busy.add(key);
+    this.syncBusy();
+    this.say(notice("info", `${capital(doing)}…`));
+    try {
+      const result = await call();
+      if (this.closed) return;
+      this.closeForm(key);
+      this.say(done(result));
+    } catch (error) {
+      if (this.closed) return;
+      if (error instanceof ApiError && (error.status === 409 || error.status === 412)) {
+        this.closeForm(key);
+      }
+      this.say(errorNotice(error, doing));
+    } finally {
+      this.busy.delete(key);
+      if (!this.closed) {
+        this.syncBusy();
+        this.refresh();
+      }
+    }
+  }
+
+  openForm(title, fields, submitLabel, onSubmit, { danger = false, action } = {}) {
+    const submit = el(
+      "button",
+      {
+        type: "submit",
+        class: danger ? "danger" : "",
+        "data-action": action,
+        disabled: action !== undefined && this.busy.has(action),
+      },
+      submitLabel,
+    );
     const form = el(
       "form",
       { class: "action-form", "aria-label": title },
@@ -1130,12 +1391,51 @@ class DeploymentPage extends View {
     );
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      onSubmit(form, submit);
+      onSubmit(form);
     });
+    this.formAction = action;
     fill(this.form, form);
     const first = form.querySelector("textarea, input, select");
     if (first) first.focus();
     return form;
+  }
+
+  // The last step before an action that needs no more input: what will happen, in words, and
+  // the one button that does it.
+  sure(title, lines, yesLabel, action, run, { danger = false, back } = {}) {
+    const yes = el(
+      "button",
+      {
+        type: "button",
+        class: danger ? "danger" : "",
+        "data-action": action,
+        disabled: this.busy.has(action),
+        onclick: run,
+      },
+      yesLabel,
+    );
+    const backButton = el(
+      "button",
+      { type: "button", onclick: back ?? (() => this.closeForm()) },
+      "Back",
+    );
+    this.formAction = action;
+    fill(
+      this.form,
+      el(
+        "div",
+        { class: "action-form", role: "group", "aria-label": title },
+        el("h3", { text: title }),
+        lines,
+        el("div", { class: "buttons" }, yes, backButton),
+      ),
+    );
+    (yes.disabled ? backButton : yes).focus();
+  }
+
+  snapshotText(id) {
+    const s = this.snapshots.find((snapshot) => snapshot.id === id);
+    return s ? `snapshot ${id} (${s.kind}, revision ${s.revision})` : `snapshot ${id}`;
   }
 
   reasonField(placeholder) {
@@ -1193,45 +1493,43 @@ class DeploymentPage extends View {
     const to = form.elements.to.value || null;
     const staged = form.elements.staged.checked;
     const revision = this.deployment ? this.deployment.revision : null;
-    const target = to ? `snapshot ${to}` : "the state before the canary";
-    const sure = el(
-      "div",
-      { class: "confirm", role: "group", "aria-label": "confirm the rollback" },
-      el(
-        "p",
-        {},
-        second ? "Request a rollback of " : "Roll back ",
-        el("strong", { text: this.name }),
-        ` (revision ${revision}) to ${target}${staged ? ", in stages" : ", at once"}${second ? ", to be confirmed by another operator" : ""}?`,
-      ),
-      el("p", { class: "reason" }, "Reason: ", el("q", { text: reason })),
-    );
-    const yes = el(
-      "button",
-      { type: "button", class: "danger" },
+    const target = to ? this.snapshotText(to) : "the state before the canary";
+    this.sure(
+      "confirm the rollback",
+      [
+        el(
+          "p",
+          {},
+          second ? "Request a rollback of " : "Roll back ",
+          el("strong", { text: this.name }),
+          ` (revision ${revision}) to ${target}${staged ? ", in stages" : ", at once"}${second ? ", to be confirmed by another operator" : ""}?`,
+        ),
+        el("p", { class: "reason" }, "Reason: ", el("q", { text: reason })),
+      ],
       second ? "Request rollback" : "Confirm rollback",
+      "rollback",
+      () =>
+        this.act(
+          "rollback",
+          "rolling back",
+          () =>
+            api("POST", `${this.path}/rollbacks`, {
+              reason,
+              to,
+              staged,
+              confirm: !second,
+              expected_revision: revision,
+            }),
+          (record) => this.rolledBack(record),
+        ),
+      {
+        danger: true,
+        back: () => {
+          this.formAction = undefined;
+          fill(this.form, form);
+        },
+      },
     );
-    const back = el("button", { type: "button", onclick: () => fill(this.form, form) }, "Back");
-    yes.addEventListener("click", () =>
-      this.act(
-        "rolling back",
-        yes,
-        () =>
-          api("POST", `${this.path}/rollbacks`, {
-            reason,
-            to,
-            staged,
-            confirm: !second,
-            expected_revision: revision,
-          }),
-        (record) => this.rolledBack(record),
-      ),
-    );
-    fill(
-      this.form,
-      el("div", { class: "action-form" }, sure, el("div", { class: "buttons" }, yes, back)),
-    );
-    yes.focus();
   }
 
   rolledBack(r) {
@@ -1266,10 +1564,10 @@ class DeploymentPage extends View {
         ),
       ],
       "Promote",
-      (form, submit) =>
+      () =>
         this.act(
+          "promote",
           "promoting",
-          submit,
           () => api("POST", `${this.path}/promote`, { expected_revision: revision }),
           (after) =>
             notice(
@@ -1277,6 +1575,7 @@ class DeploymentPage extends View {
               `Promoted: stable is now ${ref(after.stable)} (revision ${after.revision}).`,
             ),
         ),
+      { action: "promote" },
     );
   }
 
@@ -1292,15 +1591,15 @@ class DeploymentPage extends View {
           {},
           "Stop ",
           el("strong", { text: ref(d.canary) }),
-          "; stable serves everyone again.",
+          `; stable serves everyone again (revision ${revision}).`,
         ),
         this.reasonField("wrong release window"),
       ],
       "Abort canary",
-      (form, submit) =>
+      (form) =>
         this.act(
+          "abort",
           "aborting the canary",
-          submit,
           () =>
             api("POST", `${this.path}/abort`, {
               reason: form.elements.reason.value.trim(),
@@ -1308,11 +1607,12 @@ class DeploymentPage extends View {
             }),
           (after) => notice("ok", `Canary aborted: ${after.state} (revision ${after.revision}).`),
         ),
-      { danger: true },
+      { danger: true, action: "abort" },
     );
   }
 
   escalateForm(r) {
+    const action = `rollback:${r.id}`;
     this.openForm(
       `Finish rollback ${r.id} now`,
       [
@@ -1320,79 +1620,160 @@ class DeploymentPage extends View {
         this.reasonField("stage held too long"),
       ],
       "Finish now",
-      (form, submit) =>
+      (form) =>
         this.act(
+          action,
           "finishing the rollback",
-          submit,
           () =>
             api("POST", `/rollbacks/${encodeURIComponent(r.id)}/escalate`, {
               reason: form.elements.reason.value.trim(),
             }),
           (record) => notice("ok", `Rollback ${record.id} finished at once: ${record.status}.`),
         ),
+      { danger: true, action },
+    );
+  }
+
+  pendingLines(r, question) {
+    return [
+      el(
+        "p",
+        {},
+        question,
+        " ",
+        el("strong", { class: "id", text: r.id }),
+        " of ",
+        el("strong", { text: r.deployment }),
+        `: to ${this.snapshotText(r.target_snapshot_id)}, ${r.mode === "staged" ? "in stages" : "at once"}, asked by ${r.actor}.`,
+      ),
+      el("p", { class: "reason" }, "Reason: ", el("q", { text: r.reason })),
+    ];
+  }
+
+  confirmForm(r) {
+    const action = `rollback:${r.id}`;
+    this.sure(
+      `Confirm rollback ${r.id}`,
+      this.pendingLines(r, "Carry out rollback"),
+      "Confirm rollback",
+      action,
+      () =>
+        this.act(
+          action,
+          "confirming the rollback",
+          () => api("POST", `/rollbacks/${encodeURIComponent(r.id)}/confirm`),
+          (record) => this.rolledBack(record),
+        ),
       { danger: true },
     );
   }
 
-  confirmPending(r, button) {
-    this.act(
-      "confirming the rollback",
-      button,
-      () => api("POST", `/rollbacks/${encodeURIComponent(r.id)}/confirm`),
-      (record) => this.rolledBack(record),
+  cancelForm(r) {
+    const action = `rollback:${r.id}`;
+    this.sure(
+      `Cancel rollback ${r.id}`,
+      [
+        this.pendingLines(r, "Cancel rollback"),
+        el("p", { text: "Nothing changes, and it can no longer be confirmed." }),
+      ],
+      "Cancel rollback",
+      action,
+      () =>
+        this.act(
+          action,
+          "cancelling the rollback",
+          () => api("POST", `/rollbacks/${encodeURIComponent(r.id)}/cancel`),
+          (record) => notice("ok", `Rollback ${record.id} cancelled; nothing changed.`),
+        ),
     );
   }
 
-  cancelPending(r, button) {
-    this.act(
-      "cancelling the rollback",
-      button,
-      () => api("POST", `/rollbacks/${encodeURIComponent(r.id)}/cancel`),
-      (record) => notice("ok", `Rollback ${record.id} cancelled; nothing changed.`),
-    );
-  }
-
-  veto(button) {
-    this.act(
-      "vetoing the automatic rollback",
-      button,
-      () => api("POST", `${this.path}/veto`),
-      (decision) => notice("ok", `Automatic rollback vetoed: ${decision.reason}`),
+  vetoForm(decision) {
+    this.sure(
+      "Veto the automatic rollback",
+      [
+        el(
+          "p",
+          {},
+          "Keep the canary of ",
+          el("strong", { text: this.name }),
+          " running? The monitor found ",
+          el("q", { text: [decision.condition, decision.reason].filter(Boolean).join(": ") }),
+          " and rolls it back at ",
+          time(decision.veto_until),
+          " unless vetoed.",
+        ),
+      ],
+      "Veto rollback",
+      "veto",
+      () =>
+        this.act(
+          "veto",
+          "vetoing the automatic rollback",
+          () => api("POST", `${this.path}/veto`),
+          (vetoed) => notice("ok", `Automatic rollback vetoed: ${vetoed.reason}`),
+        ),
+      { danger: true },
     );
   }
 }
 
 // ---------------------------------------------------------------- sign-in and the shell
 
-const app = { view: null, live: null, ticker: null };
+const app = { view: null, live: null };
 const main = document.getElementById("main");
 const signOutButton = document.getElementById("sign-out");
 const liveBadge = document.getElementById("live");
 
-const LIVE_TEXT = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…" };
+const LIVE_TEXT = {
+  connecting: "connecting…",
+  live: "live",
+  reconnecting: "reconnecting…",
+  paused: "paused",
+};
 
-function startLive() {
-  if (app.live) return;
-  app.live = new LiveStream({
-    onEvent: (cloudEvent) => app.view && app.view.onEvent(cloudEvent),
-    onOpen: () => app.view && app.view.refresh(),
-    onState: (state) => {
-      liveBadge.hidden = false;
-      liveBadge.className = `live is-${state}`;
-      liveBadge.textContent = LIVE_TEXT[state];
-    },
+function showLive(state) {
+  liveBadge.hidden = false;
+  liveBadge.className = `live is-${state}`;
+  liveBadge.textContent = LIVE_TEXT[state];
+}
+
+// Open the view's event stream: once it knows where to start, and only while the tab is shown.
+function connect() {
+  const view = app.view;
+  if (!view || app.live || !view.streamReady || document.hidden || !session.token) return;
+  const live = new LiveStream({
+    deployment: view instanceof DeploymentPage ? view.name : null,
+    after: view.position,
+    onEvent: (cloudEvent) => view.onEvent(cloudEvent),
+    // from a known position the missed events are replayed; from none, read everything again
+    onOpen: (fromPosition) => fromPosition || view.reopened(),
+    onState: showLive,
+    onReset: () => view.restart(),
   });
-  app.live.start();
-  app.ticker = setInterval(() => {
-    if (!document.hidden && app.view) app.view.refresh();
-  }, REFRESH_MS);
+  app.live = live;
+  live.start();
+}
+
+// Close the stream, keeping the view's position: it resumes from the last event it saw.
+function disconnect() {
+  if (!app.live) return;
+  app.live.stop();
+  if (app.view) app.view.position = app.live.lastEventId;
+  app.live = null;
+}
+
+async function prepareStream(view) {
+  showLive("connecting");
+  const position = await view.startPosition();
+  if (view !== app.view || view.closed) return;
+  view.position = position;
+  view.streamReady = true;
+  connect();
 }
 
 function stopLive() {
-  if (app.live) app.live.stop();
-  app.live = null;
-  clearInterval(app.ticker);
-  app.ticker = null;
+  disconnect();
   liveBadge.hidden = true;
 }
 
@@ -1461,18 +1842,49 @@ function showSignIn(message) {
   input.focus();
 }
 
+// The deployment name in the address, or undefined for the overview; null when the address
+// names no deployment the server could have (the page shows so, and reads nothing for it).
 function routeName() {
   const prefix = "#/deployments/";
-  if (!location.hash.startsWith(prefix)) return null;
+  if (!location.hash.startsWith(prefix)) return undefined;
   const raw = location.hash.slice(prefix.length);
+  let name;
   try {
-    return decodeURIComponent(raw);
+    name = decodeURIComponent(raw);
   } catch {
-    return raw;
+    return null;
   }
+  return isDeploymentName(name) ? name : null;
+}
+
+function notADeployment() {
+  const shown = location.hash.slice("#/deployments/".length);
+  return el(
+    "section",
+    { class: "deployment" },
+    el("p", { class: "back" }, el("a", { href: "#/", text: "← all deployments" })),
+    el("h1", { text: "Not a deployment name" }),
+    el(
+      "div",
+      { class: "notice error", role: "alert" },
+      el("p", {
+        text:
+          "The address does not name a deployment: it is not a deployment name (lower-case " +
+          "letters, digits, '.', '_' and '-', in up to four parts separated by '/', no '.' " +
+          "or '..' parts). Nothing was read for it.",
+      }),
+      el(
+        "p",
+        { class: "detail" },
+        "Address: ",
+        el("code", { text: shown.length > 300 ? `${shown.slice(0, 300)}…` : shown }),
+      ),
+    ),
+  );
 }
 
 function show() {
+  disconnect();
   if (app.view) app.view.close();
   app.view = null;
   if (!session.token) {
@@ -1482,16 +1894,36 @@ function show() {
   }
   signOutButton.hidden = false;
   const name = routeName();
-  app.view = name === null ? new Overview() : new DeploymentPage(name);
-  document.title = name === null ? "Deployments · canaryguard" : `${name} · canaryguard`;
-  fill(main, app.view.root);
-  startLive();
-  app.view.refresh();
+  if (name === null) {
+    liveBadge.hidden = true;
+    document.title = "Not a deployment · canaryguard";
+    fill(main, notADeployment());
+    return;
+  }
+  const view = name === undefined ? new Overview() : new DeploymentPage(name);
+  app.view = view;
+  document.title = name === undefined ? "Deployments · canaryguard" : `${name} · canaryguard`;
+  fill(main, view.root);
+  view.refresh();
+  prepareStream(view);
+}
+
+// A hidden tab lets go of its stream (the browser's six connections per host are shared by all
+// tabs) and stops reading; shown again, it reads at once and resumes from its last event.
+function onVisibility() {
+  const view = app.view;
+  if (!view) return;
+  if (document.hidden) {
+    disconnect();
+    view.pause();
+    showLive("paused");
+  } else {
+    view.resume();
+    if (view.streamReady) connect();
+  }
 }
 
 signOutButton.addEventListener("click", () => signOut("Signed out: this tab forgot the token."));
 window.addEventListener("hashchange", show);
-document.addEventListener("visibilitychange", () => {
-  if (!document.hidden && app.view) app.view.refresh();
-});
+document.addEventListener("visibilitychange", onVisibility);
 show();
