@@ -44,6 +44,12 @@ def record(event: Event, deployment: str | None = "checkout") -> EventRecord:
     return EventRecord(seq=7, deployment=deployment, time=AT, revision=3, event=event)
 
 
+def completed(success: bool, state: DeploymentState, *, ms: float) -> RollbackCompleted:
+    return RollbackCompleted(
+        rollback_id="rb1", snapshot_id="s1", duration_ms=ms, success=success, final_state=state
+    )
+
+
 def alert(event: Event) -> RollbackAlert:
     made = alert_for(record(event))
     assert made is not None
@@ -109,29 +115,13 @@ def test_a_manual_rollback_is_a_warning_naming_who_and_why() -> None:
 
 
 def test_a_rollback_that_completes_is_info_with_its_duration() -> None:
-    made = alert(
-        RollbackCompleted(
-            rollback_id="rb1",
-            snapshot_id="s1",
-            duration_ms=1530,
-            success=True,
-            final_state=DeploymentState.ROLLED_BACK,
-        )
-    )
+    made = alert(completed(True, DeploymentState.ROLLED_BACK, ms=1530))
     assert made.level is AlertLevel.INFO
     assert "completed in 1.5 s" in made.message
 
 
 def test_a_rollback_that_completes_without_success_is_critical() -> None:
-    made = alert(
-        RollbackCompleted(
-            rollback_id="rb1",
-            snapshot_id="s1",
-            duration_ms=10,
-            success=False,
-            final_state=DeploymentState.FAILED,
-        )
-    )
+    made = alert(completed(False, DeploymentState.FAILED, ms=10))
     assert made.level is AlertLevel.CRITICAL
 
 
@@ -194,20 +184,8 @@ EVERY_EVENT: list[Event] = [
     AutoRollbackVetoed(vetoed_by="alice", condition="errors", reason="r"),
     ManualRollbackInitiated(rollback_id="rb", initiated_by="a", target_snapshot_id="s", reason="r"),
     RollbackFailed(rollback_id="rb", snapshot_id="s", error="e", partial_completion=0.5),
-    RollbackCompleted(
-        rollback_id="rb",
-        snapshot_id="s",
-        duration_ms=1,
-        success=True,
-        final_state=DeploymentState.ROLLED_BACK,
-    ),
-    RollbackCompleted(
-        rollback_id="rb",
-        snapshot_id="s",
-        duration_ms=1,
-        success=False,
-        final_state=DeploymentState.FAILED,
-    ),
+    completed(True, DeploymentState.ROLLED_BACK, ms=1),
+    completed(False, DeploymentState.FAILED, ms=1),
     RollbackProgress(rollback_id="rb", snapshot_id="s", stage="half", percentage=5),
     RollbackCancelled(rollback_id="rb", status="cancelled", closed_by="x", reason="r"),
     CanaryAborted(reason="r", snapshot_id="s"),

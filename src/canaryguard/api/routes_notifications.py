@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -32,22 +33,13 @@ async def list_channels(guard: Guard) -> list[ChannelOut]:
     cursors = await notifications.cursors()
     return [
         ChannelOut(
-            name=status.name,
+            # this replica's counts, with the cursor as the database has it (the leader's)
+            **{**asdict(notifications.status[channel.name]), "cursor": cursors.get(channel.name)},
             kind=channel.notifier.kind,
-            min_level=status.rule.min_level,
-            deployments=list(status.rule.deployments),
-            events=list(status.rule.events),
-            cursor=cursors.get(status.name),
+            min_level=channel.rule.min_level,
+            deployments=list(channel.rule.deployments),
+            events=list(channel.rule.events),
             sending=notifications.sending,
-            sent=status.sent,
-            failed=status.failed,
-            retried=status.retried,
-            retrying=status.retrying,
-            last_sent_at=status.last_sent_at,
-            last_error=status.last_error,
-            last_error_at=status.last_error_at,
         )
-        for channel, status in zip(
-            notifications.channels, notifications.status.values(), strict=True
-        )
+        for channel in notifications.channels
     ]

@@ -27,7 +27,7 @@ from datetime import datetime
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from canaryguard.domain.alerts import ChannelRule, alert_for
+from canaryguard.domain.alerts import alert_for
 from canaryguard.domain.errors import DeliveryFailed
 from canaryguard.domain.events import EventRecord
 from canaryguard.domain.models import RollbackAlert
@@ -72,7 +72,6 @@ class ChannelStatus:
     """What a channel has done since this process started, and where its cursor is."""
 
     name: str
-    rule: ChannelRule
     cursor: int | None = None
     sent: int = 0
     failed: int = 0
@@ -118,7 +117,7 @@ class Notifications:
         self.retry = retry or RetryPolicy()
         self.poll_seconds = poll_seconds
         self.leadership: Leadership | None = None  # set by ``CanaryGuard.lead``
-        self.status = {c.name: ChannelStatus(c.name, c.rule) for c in self.channels}
+        self.status = {c.name: ChannelStatus(c.name) for c in self.channels}
         self._wake = {c.name: asyncio.Event() for c in self.channels}
 
     @property
@@ -185,6 +184,10 @@ class Notifications:
         if not self.sending:
             return 0
         status = self.status[channel.name]
+        if status.cursor is not None and status.cursor >= self._ports.bus.last_seq:
+            # nothing committed since (the bus carries this process's events and relays the
+            # others'): the 1 s poll of an idle channel reads nothing
+            return 0
         async with self._ports.store.read() as tx:
             cursor = await tx.notifications.get(channel.name)
             end = await tx.events.last_seq() if cursor is None else 0
@@ -262,7 +265,6 @@ class Notifications:
             raise
         except Exception as exc:
             if not self.sending:
-                status.retrying = None
                 return _Outcome.STOPPED
             self._gave_up(channel, record, _describe(exc), error=exc)
             return _Outcome.GAVE_UP
